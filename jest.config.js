@@ -1,0 +1,10 @@
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] },
+  testTimeout: 60_000,
+  // A test that needs a real part fails when it is missing; nothing here skips.
+  reporters: ['default', '<rootDir>/test/summary-reporter.js'],
+};
