@@ -1,0 +1,48 @@
+// How the CLI ends: one line on stderr and a distinct exit code for every failure an operator can cause
+// or meet; a stack trace only for a bug of ours.
+import { isQmpFailure } from '../activities/qmp/errors';
+
+export const ExitCode = {
+  ok: 0,
+  /** The operation ran and failed (an upgrade rolled back, a rollout failed). */
+  failed: 1,
+  /** Bad input: arguments, config, plan or spec. Nothing was started. */
+  badInput: 2,
+  /** A peer (a QEMU monitor, the Temporal service) could not be reached or misbehaved. */
+  peer: 3,
+  /** A bug of ours. */
+  internal: 70,
+} as const;
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+export class BadInputError extends CliError {
+  constructor(message: string) {
+    super(message, ExitCode.badInput);
+  }
+}
+
+export class PeerError extends CliError {
+  constructor(message: string) {
+    super(message, ExitCode.peer);
+  }
+}
+
+/** Maps any error to its one line and exit code. */
+export function describeFailure(err: unknown): { line: string; exitCode: number; stack?: string } {
+  if (err instanceof CliError) return { line: err.message, exitCode: err.exitCode };
+  if (isQmpFailure(err)) return { line: err.message, exitCode: ExitCode.peer };
+  if (err instanceof Error && (err as { code?: string }).code === 'ConfigError') {
+    return { line: err.message, exitCode: ExitCode.badInput };
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  return { line: `internal error: ${e.message}`, exitCode: ExitCode.internal, stack: e.stack };
+}
