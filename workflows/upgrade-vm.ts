@@ -1,0 +1,238 @@
+// Workflow `upgradeVm`: the per-VM saga of DESIGN.md. Each step is an activity on the VM's host queue;
+// the decisions between them are pure functions. Deterministic: no I/O here.
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  defineQuery,
+  defineSignal,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type {
+  HostActivities,
+  MigrationOutcome,
+  MigrationProgress,
+  ProcessRef,
+  RollbackOutcome,
+} from '../activities/upgrade/api';
+import { failureTypes } from './failures';
+import { agreedTransferList, decide, type MigrationPlan } from './decisions/plan';
+import { completionTimeoutSec, withDefaults, type MigrationPolicy } from './decisions/policy';
+import { phaseKey } from './search-attributes';
+
+export interface UpgradeVmInput {
+  hostId: string;
+  vmId: string;
+  /** Version label of the target QEMU, as allow-listed by the host worker. */
+  target: string;
+  policy?: Partial<MigrationPolicy>;
+}
+
+export type UpgradeOutcome = 'upgraded' | 'already-on-target' | 'refused' | 'rolled-back' | 'failed';
+
+export type Phase =
+  | 'inspect'
+  | 'probe'
+  | 'decide'
+  | 'start-destination'
+  | 'migrate'
+  | 'verify'
+  | 'finalize'
+  | 'rollback'
+  | 'migrate-back'
+  | 'done';
+
+export interface UpgradeVmResult {
+  outcome: UpgradeOutcome;
+  hostId: string;
+  vmId: string;
+  from?: { label: string; version: string };
+  to?: { label: string; version?: string };
+  strategy?: MigrationPlan['strategy'];
+  transferredBackends: string[];
+  /** Why it did not upgrade, or what went wrong on the way. */
+  reason?: string;
+  migration?: MigrationOutcome;
+  rollback?: RollbackOutcome;
+  phases: { phase: Phase; ms: number }[];
+}
+
+export interface UpgradeVmProgress {
+  phase: Phase;
+  strategy?: MigrationPlan['strategy'];
+  transferredBackends: string[];
+  migration?: MigrationProgress;
+  outcome?: UpgradeOutcome;
+  reason?: string;
+}
+
+export const upgradeVmProgressQuery = defineQuery<UpgradeVmProgress>('progress');
+export const migrationProgressSignal = defineSignal<[MigrationProgress]>('migrationProgress');
+
+const handledFailures = Object.values(failureTypes);
+
+function hostActivities(hostId: string, startToCloseMs: number, heartbeatMs?: number) {
+  return proxyActivities<HostActivities>({
+    taskQueue: `qemu-host.${hostId}`,
+    startToCloseTimeout: startToCloseMs,
+    ...(heartbeatMs ? { heartbeatTimeout: heartbeatMs } : {}),
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: {
+      initialInterval: '1s',
+      backoffCoefficient: 2,
+      maximumInterval: '10s',
+      maximumAttempts: 5,
+      nonRetryableErrorTypes: handledFailures,
+    },
+  });
+}
+
+/** The failure's own words, through Temporal's wrapping. */
+function reasonOf(err: unknown): string {
+  let e: unknown = err;
+  while (e instanceof Error && 'cause' in e && e.cause instanceof Error) e = e.cause;
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Whether a migrate failure says the destination has already run the guest. */
+function destinationRan(err: unknown): boolean {
+  let e: unknown = err;
+  while (e instanceof Error) {
+    if (
+      e instanceof ApplicationFailure &&
+      (e.details?.[0] as { destinationRan?: boolean } | undefined)?.destinationRan
+    ) {
+      return true;
+    }
+    e = 'cause' in e ? e.cause : undefined;
+  }
+  return false;
+}
+
+export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult> {
+  const { hostId, vmId } = input;
+  const policy = withDefaults(input.policy);
+  const host = hostActivities(hostId, 120_000);
+  const progress: UpgradeVmProgress = { phase: 'inspect', transferredBackends: [] };
+  const result: UpgradeVmResult = { outcome: 'failed', hostId, vmId, transferredBackends: [], phases: [] };
+  setHandler(upgradeVmProgressQuery, () => progress);
+  setHandler(migrationProgressSignal, (p) => {
+    progress.migration = p;
+  });
+
+  let phaseStarted = Date.now();
+  const enter = (phase: Phase) => {
+    const now = Date.now();
+    if (result.phases.length || phase !== 'inspect')
+      result.phases.push({ phase: progress.phase, ms: now - phaseStarted });
+    phaseStarted = now;
+    progress.phase = phase;
+    upsertSearchAttributes({ [phaseKey.name]: [phase] });
+  };
+  const finish = (outcome: UpgradeOutcome, reason?: string): UpgradeVmResult => {
+    enter('done');
+    progress.outcome = outcome;
+    progress.reason = reason;
+    return { ...result, outcome, ...(reason ? { reason } : {}) };
+  };
+
+  // 1. Inspect the source.
+  upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
+  const source = await host.inspectSource({ vmId });
+  result.from = { label: source.process.label, version: source.qemuVersion };
+  result.to = { label: input.target };
+  if (source.process.label === input.target) return finish('already-on-target');
+
+  // 2. Probe the target binary.
+  enter('probe');
+  const target = await host.probeTarget({ label: input.target });
+  result.to.version = target.qemuVersion;
+
+  // 3. Decide.
+  enter('decide');
+  const decision = decide(source, target, policy);
+  if (decision.kind === 'refused') return finish('refused', decision.reason);
+  let plan = decision.plan;
+  const note = (p: MigrationPlan) => {
+    result.strategy = progress.strategy = p.strategy;
+    result.transferredBackends = progress.transferredBackends = p.transferBackends;
+  };
+  note(plan);
+
+  const migrator = hostActivities(hostId, (completionTimeoutSec(policy, source.ramMiB) + 60) * 1000, 15_000);
+  const destination: ProcessRef = { generation: source.process.generation + 1, label: input.target };
+  const step = { vmId, source: source.process, destination };
+
+  try {
+    // 4. Start the destination; then narrow the list to what the destination itself can take.
+    enter('start-destination');
+    let started = await host.startDestination({ ...step, plan });
+    const agreed =
+      started.transferable === null ? plan.transferBackends : agreedTransferList(plan, started.transferable);
+    if (agreed.join('\n') !== plan.transferBackends.join('\n')) {
+      await host.rollback(step);
+      const again = decide({ ...source, transferable: agreed }, target, policy);
+      if (again.kind === 'refused') return finish('refused', again.reason);
+      plan = again.plan;
+      note(plan);
+      started = await host.startDestination({ ...step, plan });
+    }
+
+    // 5–6. Migrate, then switch over inside the same activity.
+    enter('migrate');
+    result.migration = await migrator.migrate({
+      ...step,
+      plan,
+      policy,
+      ramMiB: source.ramMiB,
+      progressWorkflowId: workflowInfo().workflowId,
+    });
+  } catch (err) {
+    if (!destinationRan(err)) {
+      return await rollBack(err);
+    }
+  }
+
+  // 7. Verify, then finalize; a destination that ran but does not verify is migrated back.
+  try {
+    enter('verify');
+    await host.verify({ vmId, destination, expectVersion: target.qemuVersion });
+  } catch (err) {
+    return await migrateBack(err);
+  }
+  enter('finalize');
+  await host.finalize(step);
+  return finish('upgraded');
+
+  async function rollBack(err: unknown): Promise<UpgradeVmResult> {
+    const cancelled = isCancellation(err);
+    enter('rollback');
+    try {
+      result.rollback = await CancellationScope.nonCancellable(() => host.rollback(step));
+    } catch (rollbackErr) {
+      return finish('failed', `${reasonOf(err)}; rollback failed: ${reasonOf(rollbackErr)}`);
+    }
+    if (cancelled) throw err;
+    return finish('rolled-back', reasonOf(err));
+  }
+
+  async function migrateBack(err: unknown): Promise<UpgradeVmResult> {
+    enter('migrate-back');
+    const back: ProcessRef = { generation: destination.generation + 1, label: source.process.label };
+    const reverse = { vmId, source: destination, destination: back };
+    try {
+      await CancellationScope.nonCancellable(async () => {
+        await host.startDestination({ ...reverse, plan });
+        await migrator.migrate({ ...reverse, plan, policy, ramMiB: source.ramMiB });
+        await host.finalize(reverse);
+      });
+    } catch (backErr) {
+      return finish('failed', `${reasonOf(err)}; migrating back failed: ${reasonOf(backErr)}`);
+    }
+    return finish('rolled-back', `${reasonOf(err)}; migrated back to ${source.process.label}`);
+  }
+}
