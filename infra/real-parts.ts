@@ -20,7 +20,8 @@ const qemu10Root = path.join(cacheDir, 'qemu-10.0');
 export const qemu10: QemuBuild = {
   label: '10.0.2',
   binary: path.join(qemu10Root, 'usr/bin/qemu-system-x86_64'),
-  dataDirs: [path.join(qemu10Root, 'usr/share/qemu'), path.join(qemu10Root, 'usr/share/seabios')],
+  // Its own data first; SeaBIOS comes from bookworm's seabios package (installed with QEMU 7.2).
+  dataDirs: [path.join(qemu10Root, 'usr/share/qemu'), '/usr/share/seabios'],
 };
 
 export const temporalCli = path.join(cacheDir, 'temporal', 'bin', 'temporal');

@@ -217,6 +217,9 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
       return finish('failed', `${reasonOf(err)}; rollback failed: ${reasonOf(rollbackErr)}`);
     }
     if (cancelled) throw err;
+    if (result.rollback.runningIn === null) {
+      return finish('failed', `${reasonOf(err)}; ${result.rollback.actions.join('; ')}`);
+    }
     return finish('rolled-back', reasonOf(err));
   }
 

@@ -1,0 +1,102 @@
+// Step 2 of the saga: what a QEMU binary can do, asked of the binary itself (`-machine none`, no guest),
+// cached per path, size and mtime like libvirt's capability cache: in memory, and on disk under the
+// runtime folder so a restarted worker does not start the binary again.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import type { TargetFacts } from '../../workflows/decisions/plan';
+import { writeFileAtomic } from '../host/fs-util';
+import { ensurePrivateDir } from '../host/fs-util';
+import { QmpClient } from '../qmp/client';
+import { buildFeatures } from './features';
+import { queryVersion, querySchema } from './probe';
+
+export interface BinaryToProbe {
+  label: string;
+  path: string;
+  dataDirs: string[];
+  env?: Record<string, string>;
+}
+
+const machinesSchema = z.array(z.object({ name: z.string() }).passthrough());
+const memory = new Map<string, TargetFacts>();
+
+async function cacheKey(binary: BinaryToProbe): Promise<string> {
+  const s = await stat(binary.path);
+  return createHash('sha256')
+    .update(JSON.stringify([binary.path, s.size, s.mtimeMs, binary.dataDirs, binary.label]))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/** Probes a binary, or returns what an earlier probe of the same file found. */
+export async function probeBinary(binary: BinaryToProbe, cacheDir: string, timeoutMs = 20_000): Promise<TargetFacts> {
+  const key = await cacheKey(binary);
+  const hit = memory.get(key);
+  if (hit) return hit;
+  const file = path.join(cacheDir, `caps-${key}.json`);
+  try {
+    const cached = JSON.parse(await readFile(file, 'utf8')) as TargetFacts;
+    memory.set(key, cached);
+    return cached;
+  } catch {
+    /* not cached yet */
+  }
+  const facts = await probeBinaryNow(binary, timeoutMs);
+  await ensurePrivateDir(cacheDir);
+  await writeFileAtomic(file, JSON.stringify(facts));
+  memory.set(key, facts);
+  return facts;
+}
+
+async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise<TargetFacts> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fu-probe-'));
+  const sock = path.join(dir, 'qmp');
+  const args = [
+    ...binary.dataDirs.flatMap((d) => ['-L', d]),
+    ...['-machine', 'none', '-S', '-nodefaults', '-no-user-config', '-display', 'none'],
+    ...['-qmp', `unix:${sock},server=on,wait=off`],
+  ];
+  const child = spawn(binary.path, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '', ...binary.env } });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`${binary.path} exited (code ${code}) while probed: ${stderr.trim()}`))),
+  );
+  exited.catch(() => undefined);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    let qmp: QmpClient | undefined;
+    while (!qmp) {
+      qmp = await Promise.race([QmpClient.connect(sock, { timeoutMs }).catch(() => undefined), exited]);
+      if (!qmp) {
+        if (Date.now() > deadline) throw new Error(`${binary.path}: its QMP socket never came up`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    try {
+      const [version, schema, machines] = await Promise.all([
+        queryVersion(qmp),
+        querySchema(qmp),
+        qmp.execute('query-machines').then((m) => machinesSchema.parse(m)),
+      ]);
+      const features = buildFeatures(schema);
+      return {
+        label: binary.label,
+        qemuVersion: version.version,
+        dialect: features.dialect,
+        migrationModes: features.migrationModes,
+        machineTypes: machines.map((m) => m.name).sort(),
+      };
+    } finally {
+      await qmp.close();
+    }
+  } finally {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,45 @@
+// Step 1 of the saga: inspect the source as QEMU reports it, and step 2: probe the target binary.
+import path from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import type { TargetFacts } from '../../workflows/decisions/plan';
+import { failureTypes } from '../../workflows/failures';
+import { probeBinary } from '../capabilities/binary-probe';
+import { probeVm } from '../capabilities/probe';
+import type { HostConfig } from '../host/config';
+import type { VmSpec } from '../host/vm-spec';
+import type { SourceInspection } from './api';
+import { allowedBinary, requireLiveProcess, requireRecord, withQmp } from './processes';
+
+/** Where the dialect cannot tell over QMP (`local`), the taps the VM was launched with are its candidates. */
+export function transferableFromSpec(spec: VmSpec): string[] {
+  return spec.netdevs.filter((n) => n.type === 'tap').map((n) => n.id);
+}
+
+export async function inspectSource(config: HostConfig, input: { vmId: string }): Promise<SourceInspection> {
+  const record = await requireRecord(config, input.vmId);
+  const ref = { generation: record.generation, label: record.binary.label };
+  const process = await requireLiveProcess(config, input.vmId, ref, 'source');
+  const caps = await withQmp(config, process, (qmp) => probeVm(qmp));
+  if (caps.status !== 'running' && caps.status !== 'paused') {
+    throw ApplicationFailure.nonRetryable(
+      `source QEMU of ${input.vmId} is ${caps.status}, not running or paused`,
+      failureTypes.migrationFailed,
+    );
+  }
+  return {
+    vmId: input.vmId,
+    process: ref,
+    status: caps.status,
+    qemuVersion: caps.qemuVersion,
+    machine: caps.machine,
+    ramMiB: record.spec.memoryMiB,
+    strategies: caps.strategies,
+    dialect: caps.backendTransfer.dialect,
+    transferable: caps.backendTransfer.transferable ?? transferableFromSpec(record.spec),
+  };
+}
+
+export async function probeTarget(config: HostConfig, input: { label: string }): Promise<TargetFacts> {
+  const binary = allowedBinary(config, input.label);
+  return probeBinary(binary, path.join(config.runtimeDir, 'cache'), config.limits.launchTimeoutMs);
+}

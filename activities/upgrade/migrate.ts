@@ -1,0 +1,373 @@
+// Steps 5–6 of the saga: configure both sides in the plan's dialect, migrate, and switch over inside the
+// same activity. The destination's MIGRATION `completed` event triggers the check of the paused destination
+// and its `cont`, so no Temporal round trip lengthens the guest's pause. Before anything, the activity
+// reconciles with what QEMU reports: a migration already running is awaited, one already completed is not
+// repeated, a destination already resumed is only measured.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { z } from 'zod';
+import { failureTypes } from '../../workflows/failures';
+import { completionTimeoutSec } from '../../workflows/decisions/policy';
+import { dialectByName } from '../capabilities/dialects';
+import type { HostConfig } from '../host/config';
+import { writeFileAtomic } from '../host/fs-util';
+import { runtimeSubdir, socketPath } from '../host/paths';
+import type { QmpClient } from '../qmp/client';
+import { isQmpFailure } from '../qmp/errors';
+import type { QmpEvent } from '../qmp/messages';
+import type { HostActivities, MigrationOutcome, MigrationProgress } from './api';
+import { connect, isAlive, requireLiveProcess, type VmProcess } from './processes';
+
+type MigrateInput = Parameters<HostActivities['migrate']>[0];
+
+export interface ActivitySide {
+  heartbeat(progress: MigrationProgress): void;
+  /** Rejects when the activity is cancelled. */
+  cancelled: Promise<never>;
+  /** Sends progress to the workflow (rate-limited by the caller's interval). */
+  signalProgress?(progress: MigrationProgress): Promise<void>;
+  progressSignalIntervalMs?: number;
+  pollIntervalMs?: number;
+}
+
+const migrateInfoSchema = z
+  .object({
+    status: z.string().optional(),
+    'total-time': z.number().optional(),
+    downtime: z.number().optional(),
+    'error-desc': z.string().optional(),
+    ram: z.object({ transferred: z.number(), remaining: z.number(), total: z.number() }).partial().optional(),
+  })
+  .passthrough();
+type MigrateInfo = z.infer<typeof migrateInfoSchema>;
+const statusSchema = z.object({ status: z.string(), running: z.boolean() });
+
+const inFlight = new Set(['setup', 'active', 'pre-switchover', 'device', 'postcopy-active', 'wait-unplug', 'cancelling']);
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Written just before the destination's `cont`: from then on the source's state may be stale. */
+export function resumeMarker(config: HostConfig, vmId: string, generation: number): string {
+  return path.join(runtimeSubdir(config.runtimeDir, 'run'), `${vmId}.${generation}.resumed`);
+}
+
+export function destinationMayHaveRun(config: HostConfig, vmId: string, generation: number): boolean {
+  return existsSync(resumeMarker(config, vmId, generation));
+}
+
+function progressOf(info: MigrateInfo): MigrationProgress {
+  return {
+    status: info.status ?? 'none',
+    transferredBytes: info.ram?.transferred ?? 0,
+    remainingBytes: info.ram?.remaining ?? 0,
+    totalBytes: info.ram?.total ?? 0,
+  };
+}
+
+async function queryMigrate(qmp: QmpClient): Promise<MigrateInfo> {
+  return migrateInfoSchema.parse(await qmp.execute('query-migrate'));
+}
+
+async function queryStatus(qmp: QmpClient) {
+  return statusSchema.parse(await qmp.execute('query-status'));
+}
+
+function fail(type: string, message: string, destinationRan = false): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: [{ destinationRan }] });
+}
+
+/** Records what both QEMUs say with their own timestamps. */
+class EventTimeline {
+  sourceStop?: number;
+  destinationCompleted?: number;
+  destinationResume?: number;
+  private readonly offs: (() => void)[] = [];
+
+  watchSource(qmp: QmpClient): void {
+    this.offs.push(
+      qmp.onEvent((e) => {
+        if (e.event === 'STOP') this.sourceStop ??= e.timestampMs;
+      }),
+    );
+  }
+
+  watchDestination(qmp: QmpClient): void {
+    this.offs.push(
+      qmp.onEvent((e) => {
+        if (e.event === 'MIGRATION' && e.data.status === 'completed') this.destinationCompleted ??= e.timestampMs;
+        if (e.event === 'RESUME') this.destinationResume ??= e.timestampMs;
+      }),
+    );
+  }
+
+  stop(): void {
+    for (const off of this.offs) off();
+  }
+}
+
+export async function migrate(config: HostConfig, input: MigrateInput, side: ActivitySide): Promise<MigrationOutcome> {
+  const { vmId, plan } = input;
+  const started = Date.now();
+  const source = await requireLiveProcess(config, vmId, input.source, 'source');
+  const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
+  const migSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'mig');
+  const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
+  const marker = resumeMarker(config, vmId, input.destination.generation);
+  const timeline = new EventTimeline();
+  const src = await connect(config, source);
+  let dst: QmpClient | undefined;
+  try {
+    timeline.watchSource(src);
+    const before = await queryMigrate(src);
+    const status = before.status ?? 'none';
+    let reconciled = false;
+
+    if (status === 'completed' || inFlight.has(status)) {
+      // An earlier attempt started it: await it, never issue it again.
+      reconciled = true;
+      dst = await connect(config, destination);
+      timeline.watchDestination(dst);
+    } else {
+      dst = await startMigration(config, src, destination, input, { migSocket, cprSocket }, timeline);
+    }
+
+    const switched = switchOverWhenComplete(dst, marker);
+    await monitor(src, destination, input, side, switched, started);
+    await switched.done;
+
+    const final = await queryMigrate(src).catch(() => before);
+    const gap = (a?: number, b?: number) => (a !== undefined && b !== undefined ? Math.max(0, b - a) : null);
+    return {
+      strategy: plan.strategy,
+      transferredBackends: plan.transferBackends,
+      totalTimeMs: final['total-time'] ?? Date.now() - started,
+      downtimeMs: final.downtime ?? null,
+      guestPauseMs: gap(timeline.sourceStop, timeline.destinationResume),
+      switchoverGapMs: gap(timeline.destinationCompleted, timeline.destinationResume),
+      transferredBytes: final.ram?.transferred ?? 0,
+      reconciled: reconciled || switched.wasAlreadyRunning(),
+    };
+  } catch (err) {
+    throw await explain(err, config, input, source, destination);
+  } finally {
+    timeline.stop();
+    await Promise.allSettled([src.close(), dst?.close()]);
+  }
+}
+
+/** Configures both sides and issues `migrate`; returns the destination's monitor. */
+async function startMigration(
+  config: HostConfig,
+  src: QmpClient,
+  destination: VmProcess,
+  input: MigrateInput,
+  sockets: { migSocket: string; cprSocket: string },
+  timeline: EventTimeline,
+): Promise<QmpClient> {
+  const { plan, policy } = input;
+  const dialect = dialectByName(plan.dialect);
+  const transferParams = plan.strategy === 'backend-transfer' ? dialect.migrationParameters(plan.transferBackends) : {};
+  const events = { capability: 'events', state: true };
+  await src.execute('migrate-set-capabilities', {
+    capabilities: [events, { capability: 'auto-converge', state: policy.autoConverge }],
+  });
+  await src.execute('migrate-set-parameters', {
+    'downtime-limit': policy.downtimeLimitMs,
+    ...(policy.bandwidthLimitMiBps > 0 ? { 'max-bandwidth': policy.bandwidthLimitMiBps * 1024 * 1024 } : {}),
+    ...(plan.strategy === 'cpr-transfer' ? { mode: 'cpr-transfer' } : {}),
+    ...transferParams,
+  });
+  if (plan.strategy === 'backend-transfer' && dialect.deviceProperty) {
+    for (const id of plan.transferBackends) {
+      await src.execute('qom-set', { path: `/machine/peripheral/${id}`, property: dialect.deviceProperty, value: true });
+    }
+  }
+  const unix = (p: string) => ({ transport: 'socket', type: 'unix', path: p });
+
+  if (plan.strategy === 'cpr-transfer') {
+    // The destination's monitor answers only once the source has sent the CPR state.
+    await src.execute('migrate', {
+      channels: [
+        { 'channel-type': 'main', addr: unix(sockets.migSocket) },
+        { 'channel-type': 'cpr', addr: unix(sockets.cprSocket) },
+      ],
+    });
+    const dst = await connectWhenUp(config, destination);
+    timeline.watchDestination(dst);
+    await dst.execute('migrate-set-capabilities', { capabilities: [events] }).catch(() => undefined);
+    return dst;
+  }
+
+  const dst = await connect(config, destination);
+  timeline.watchDestination(dst);
+  const state = await queryStatus(dst);
+  if (state.status !== 'inmigrate') {
+    throw fail(failureTypes.migrationFailed, `destination is not waiting for a migration (status ${state.status})`);
+  }
+  await dst.execute('migrate-set-capabilities', { capabilities: [events] });
+  if (Object.keys(transferParams).length) await dst.execute('migrate-set-parameters', transferParams);
+  await dst.execute('migrate-incoming', { uri: `unix:${sockets.migSocket}` });
+  await src.execute('migrate', { uri: `unix:${sockets.migSocket}` });
+  return dst;
+}
+
+async function connectWhenUp(config: HostConfig, p: VmProcess): Promise<QmpClient> {
+  const deadline = Date.now() + config.limits.launchTimeoutMs;
+  for (;;) {
+    try {
+      return await connect(config, p, Math.min(config.limits.qmpTimeoutMs, 2_000));
+    } catch (err) {
+      if (Date.now() > deadline || !isAlive(p)) throw err;
+      await sleep(10);
+    }
+  }
+}
+
+/**
+ * Arms the switchover: as soon as the destination reports the migration completed, check that it is paused
+ * and `cont` it. Also reachable by polling (`check`) for a destination whose events came up late.
+ */
+function switchOverWhenComplete(dst: QmpClient, marker: string) {
+  let alreadyRunning = false;
+  let resolveDone!: () => void;
+  let rejectDone!: (e: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  let started = false;
+  const go = async () => {
+    if (started) return;
+    started = true;
+    try {
+      const state = await queryStatus(dst);
+      if (state.running) {
+        alreadyRunning = true;
+        return resolveDone();
+      }
+      if (state.status !== 'paused' && state.status !== 'postmigrate') {
+        throw fail(failureTypes.migrationFailed, `destination is ${state.status} after the migration, not paused`);
+      }
+      const resumed = dst.waitForEvent((e) => e.event === 'RESUME', { timeoutMs: 10_000, description: 'RESUME' });
+      await writeFileAtomic(marker, new Date().toISOString());
+      await dst.execute('cont');
+      await resumed;
+      resolveDone();
+    } catch (err) {
+      rejectDone(err);
+    }
+  };
+  const off = dst.onEvent((e: QmpEvent) => {
+    if (e.event === 'MIGRATION' && e.data.status === 'completed') void go();
+  });
+  done.finally(off).catch(() => undefined);
+  /** For a migration that completed before we were listening (a retry, or CPR's late monitor). */
+  const check = async () => {
+    if (started) return;
+    try {
+      const [info, state] = await Promise.all([queryMigrate(dst), queryStatus(dst)]);
+      if (state.running || info.status === 'completed') await go();
+    } catch {
+      /* the event path or the monitor loop reports failures */
+    }
+  };
+  void check();
+  return { done, wasAlreadyRunning: () => alreadyRunning, check };
+}
+
+/** Polls the source for progress and failure until the switchover is done; enforces the timeouts. */
+async function monitor(
+  src: QmpClient,
+  destination: VmProcess,
+  input: MigrateInput,
+  side: ActivitySide,
+  switchover: ReturnType<typeof switchOverWhenComplete>,
+  started: number,
+): Promise<void> {
+  const switched = switchover.done;
+  const pollMs = side.pollIntervalMs ?? 200;
+  const deadline = started + completionTimeoutSec(input.policy, input.ramMiB) * 1000;
+  const stallMs = input.policy.progressTimeoutSec * 1000;
+  let finished = false;
+  switched.then(
+    () => (finished = true),
+    () => (finished = true),
+  );
+  let lastBytes = -1;
+  let lastMove = Date.now();
+  let lastSignal = 0;
+  while (!finished) {
+    await Promise.race([sleep(pollMs), switched.catch(() => undefined), side.cancelled]).catch(async (err) => {
+      if (finished) return;
+      await cancelMigration(src);
+      throw err;
+    });
+    if (finished) return;
+    const info = await queryMigrate(src);
+    const progress = progressOf(info);
+    side.heartbeat(progress);
+    if (side.signalProgress && Date.now() - lastSignal >= (side.progressSignalIntervalMs ?? 5_000)) {
+      lastSignal = Date.now();
+      void side.signalProgress(progress).catch(() => undefined);
+    }
+    if (info.status === 'failed' || info.status === 'cancelled') {
+      const why = info['error-desc'] ?? info.status;
+      const gone = !isAlive(destination) ? ' (destination QEMU exited)' : '';
+      throw fail(failureTypes.migrationFailed, `migration ${info.status}: ${why}${gone}`);
+    }
+    if (info.status === 'completed') {
+      // The source is done; the destination's completion (and our cont) follows within moments.
+      await switchover.check();
+      continue;
+    }
+    if (progress.transferredBytes !== lastBytes) {
+      lastBytes = progress.transferredBytes;
+      lastMove = Date.now();
+    } else if (Date.now() - lastMove > stallMs) {
+      await cancelMigration(src);
+      throw fail(failureTypes.progressStalled, `no progress for ${input.policy.progressTimeoutSec} s; migration cancelled`);
+    }
+    if (Date.now() > deadline) {
+      await cancelMigration(src);
+      throw fail(
+        failureTypes.completionTimeout,
+        `not complete after ${completionTimeoutSec(input.policy, input.ramMiB)} s; migration cancelled`,
+      );
+    }
+  }
+}
+
+/** `migrate_cancel`, then wait until the source is no longer migrating. */
+async function cancelMigration(src: QmpClient): Promise<void> {
+  try {
+    await src.execute('migrate_cancel');
+    for (let i = 0; i < 100; i++) {
+      const s = (await queryMigrate(src)).status ?? 'none';
+      if (!inFlight.has(s) || s === 'completed') return;
+      await sleep(50);
+    }
+  } catch {
+    /* the rollback reconciles with whatever state is left */
+  }
+}
+
+/** Turns a low-level failure into one that says what happened to which process. */
+async function explain(
+  err: unknown,
+  config: HostConfig,
+  input: MigrateInput,
+  source: VmProcess,
+  destination: VmProcess,
+): Promise<unknown> {
+  if (err instanceof ApplicationFailure || err instanceof CancelledFailure) return err;
+  const ran = destinationMayHaveRun(config, input.vmId, input.destination.generation);
+  if (!isAlive(destination)) {
+    return fail(failureTypes.processLost, `destination QEMU (pid ${destination.pid}) exited during the migration`, ran);
+  }
+  if (!isAlive(source)) {
+    return fail(failureTypes.processLost, `source QEMU (pid ${source.pid}) exited during the migration`, ran);
+  }
+  if (isQmpFailure(err)) return err; // transient: a retry reconciles with what QEMU reports
+  return err;
+}

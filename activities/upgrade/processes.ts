@@ -1,0 +1,113 @@
+// The QEMU processes of one VM on this host, named by generation. The VM record names the process that
+// runs the VM; a destination being prepared has a process file `run/<vmId>.<generation>.proc.json` until
+// finalize folds it into the record. Nothing here trusts a path or pid that came through Temporal.
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import { z } from 'zod';
+import { failureTypes } from '../../workflows/failures';
+import { resolveBinary, type HostConfig, type ResolvedBinary } from '../host/config';
+import { writeFileAtomic } from '../host/fs-util';
+import { runtimeSubdir, socketPath } from '../host/paths';
+import { isProcessAlive } from '../host/qemu-launcher';
+import { assertSafeId } from '../host/validate';
+import { readVmRecord, type VmRecord } from '../host/vm-record';
+import { QmpClient } from '../qmp/client';
+import type { ProcessRef } from './api';
+
+export interface VmProcess {
+  vmId: string;
+  generation: number;
+  label: string;
+  pid: number;
+  qmpSocket: string;
+}
+
+const procFileSchema = z.object({ pid: z.number().int().positive(), label: z.string(), startedAt: z.string() });
+
+function procFile(config: HostConfig, vmId: string, generation: number): string {
+  return path.join(runtimeSubdir(config.runtimeDir, 'run'), `${assertSafeId(vmId)}.${generation}.proc.json`);
+}
+
+/** The VM's record, or a non-retryable VmNotFound: the worker serves only VMs in its inventory. */
+export async function requireRecord(config: HostConfig, vmId: string): Promise<VmRecord> {
+  assertSafeIdOrRefuse(vmId);
+  const record = await readVmRecord(config.runtimeDir, vmId);
+  if (!record) {
+    throw ApplicationFailure.nonRetryable(`VM ${vmId} is not in the inventory of host ${config.hostId}`, failureTypes.vmNotFound);
+  }
+  return record;
+}
+
+function assertSafeIdOrRefuse(vmId: string): void {
+  try {
+    assertSafeId(vmId, 'vmId');
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable((err as Error).message, failureTypes.notAllowed);
+  }
+}
+
+/** An allow-listed binary, or a non-retryable NotAllowed naming the label. */
+export function allowedBinary(config: HostConfig, label: string): ResolvedBinary {
+  try {
+    return resolveBinary(config, label, 'label');
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable((err as Error).message, failureTypes.notAllowed);
+  }
+}
+
+export async function rememberProcess(config: HostConfig, vmId: string, generation: number, label: string, pid: number) {
+  const body = { pid, label, startedAt: new Date().toISOString() };
+  await writeFileAtomic(procFile(config, vmId, generation), JSON.stringify(body));
+}
+
+export async function forgetProcess(config: HostConfig, vmId: string, generation: number): Promise<void> {
+  await rm(procFile(config, vmId, generation), { force: true });
+}
+
+/** The process of a generation, from the record or its process file; undefined when none was started. */
+export async function findProcess(config: HostConfig, vmId: string, ref: ProcessRef): Promise<VmProcess | undefined> {
+  const qmpSocket = socketPath(config.runtimeDir, vmId, ref.generation, 'qmp');
+  const record = await requireRecord(config, vmId);
+  if (record.generation === ref.generation) {
+    return { vmId, generation: ref.generation, label: record.binary.label, pid: record.pid, qmpSocket: record.qmpSocket };
+  }
+  let text: string;
+  try {
+    text = await readFile(procFile(config, vmId, ref.generation), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const p = procFileSchema.parse(JSON.parse(text));
+  return { vmId, generation: ref.generation, label: p.label, pid: p.pid, qmpSocket };
+}
+
+export function isAlive(p: VmProcess): boolean {
+  return isProcessAlive(p.pid, p.qmpSocket);
+}
+
+/** A live process of the generation, or a non-retryable ProcessLost naming it. */
+export async function requireLiveProcess(config: HostConfig, vmId: string, ref: ProcessRef, role: string): Promise<VmProcess> {
+  const p = await findProcess(config, vmId, ref);
+  if (!p || !isAlive(p)) {
+    throw ApplicationFailure.nonRetryable(
+      `${role} QEMU of ${vmId} (generation ${ref.generation}) is not running${p ? ` (pid ${p.pid} gone)` : ''}`,
+      failureTypes.processLost,
+    );
+  }
+  return p;
+}
+
+export function connect(config: HostConfig, p: VmProcess, timeoutMs = config.limits.qmpTimeoutMs): Promise<QmpClient> {
+  return QmpClient.connect(p.qmpSocket, { timeoutMs });
+}
+
+/** Runs `use` with a QMP connection to the process, closing it afterwards. */
+export async function withQmp<T>(config: HostConfig, p: VmProcess, use: (qmp: QmpClient) => Promise<T>): Promise<T> {
+  const qmp = await connect(config, p);
+  try {
+    return await use(qmp);
+  } finally {
+    await qmp.close();
+  }
+}

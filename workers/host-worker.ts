@@ -1,0 +1,28 @@
+// The host worker: one per hypervisor, activities only (no workflow bundle), task queue `qemu-host.<hostId>`.
+import { Worker } from '@temporalio/worker';
+import { createHostActivities } from '../activities/upgrade';
+import { hostTaskQueue, temporalApiKey, type HostConfig } from '../activities/host/config';
+import { connectWorker, settingsFromEnv, type TemporalSettings } from './temporal-connection';
+
+export function hostTemporalSettings(config: HostConfig, env: NodeJS.ProcessEnv = process.env): TemporalSettings {
+  const apiKey = temporalApiKey(config, env);
+  return settingsFromEnv(env, {
+    address: config.temporal.address,
+    namespace: config.temporal.namespace,
+    ...(apiKey ? { apiKey } : {}),
+    ...(config.temporal.tls ? { tls: config.temporal.tls } : {}),
+  });
+}
+
+export async function createHostWorker(config: HostConfig, settings = hostTemporalSettings(config)): Promise<Worker> {
+  const connection = await connectWorker(settings);
+  return Worker.create({
+    connection,
+    namespace: settings.namespace,
+    taskQueue: hostTaskQueue(config),
+    activities: createHostActivities(config),
+    maxConcurrentActivityTaskExecutions: Math.max(8, config.limits.maxConcurrentMigrations * 6),
+    // The worker's identity shows in the Web UI and in `fleet-upgrade hosts`.
+    identity: `host-worker/${config.hostId}/${process.pid}`,
+  });
+}

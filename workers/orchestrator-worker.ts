@@ -1,0 +1,25 @@
+// The orchestrator worker: every workflow, task queue `fleet-upgrade`, no activities of its own.
+import path from 'node:path';
+import { Worker, type WorkerOptions } from '@temporalio/worker';
+import { connectWorker, type TemporalSettings } from './temporal-connection';
+
+export const orchestratorTaskQueue = 'fleet-upgrade';
+
+/** The workflow code: compiled JavaScript next to this file, or the TypeScript sources under tests. */
+export function workflowsPath(): string {
+  return require.resolve(path.join(__dirname, '..', 'workflows'));
+}
+
+export async function createOrchestratorWorker(
+  settings: TemporalSettings,
+  bundle?: WorkerOptions['workflowBundle'],
+): Promise<Worker> {
+  const connection = await connectWorker(settings);
+  return Worker.create({
+    connection,
+    namespace: settings.namespace,
+    taskQueue: orchestratorTaskQueue,
+    ...(bundle ? { workflowBundle: bundle } : { workflowsPath: workflowsPath() }),
+    identity: `orchestrator/${process.pid}`,
+  });
+}

@@ -1,0 +1,64 @@
+// How every process of the project reaches Temporal: the dev server by default, or any cluster or
+// Temporal Cloud by address and namespace, with TLS, mTLS or an API key. Flags win over the environment
+// (the Temporal CLI's variable names), which wins over a host config's `temporal` section.
+import { readFileSync } from 'node:fs';
+import { Connection, type ConnectionOptions } from '@temporalio/client';
+import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
+
+export interface TemporalSettings {
+  address: string;
+  namespace: string;
+  apiKey?: string;
+  tls?: { serverName?: string; serverRootCACertFile?: string; clientCertFile?: string; clientKeyFile?: string };
+}
+
+export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env, base?: Partial<TemporalSettings>): TemporalSettings {
+  const tlsFromEnv =
+    env.TEMPORAL_TLS_CERT || env.TEMPORAL_TLS_CA || env.TEMPORAL_TLS === 'true'
+      ? {
+          ...(env.TEMPORAL_TLS_SERVER_NAME ? { serverName: env.TEMPORAL_TLS_SERVER_NAME } : {}),
+          ...(env.TEMPORAL_TLS_CA ? { serverRootCACertFile: env.TEMPORAL_TLS_CA } : {}),
+          ...(env.TEMPORAL_TLS_CERT ? { clientCertFile: env.TEMPORAL_TLS_CERT } : {}),
+          ...(env.TEMPORAL_TLS_KEY ? { clientKeyFile: env.TEMPORAL_TLS_KEY } : {}),
+        }
+      : undefined;
+  const tls = tlsFromEnv ?? base?.tls;
+  const apiKey = env.TEMPORAL_API_KEY ?? base?.apiKey;
+  return {
+    address: env.TEMPORAL_ADDRESS ?? base?.address ?? '127.0.0.1:7233',
+    namespace: env.TEMPORAL_NAMESPACE ?? base?.namespace ?? 'default',
+    ...(apiKey ? { apiKey } : {}),
+    ...(tls ? { tls } : {}),
+  };
+}
+
+function tlsOptions(s: TemporalSettings): ConnectionOptions['tls'] {
+  if (!s.tls && !s.apiKey) return undefined;
+  if (!s.tls) return true; // an API key always travels over TLS
+  const t = s.tls;
+  return {
+    ...(t.serverName ? { serverNameOverride: t.serverName } : {}),
+    ...(t.serverRootCACertFile ? { serverRootCACertificate: readFileSync(t.serverRootCACertFile) } : {}),
+    ...(t.clientCertFile && t.clientKeyFile
+      ? { clientCertPair: { crt: readFileSync(t.clientCertFile), key: readFileSync(t.clientKeyFile) } }
+      : {}),
+  };
+}
+
+export async function connectClient(s: TemporalSettings): Promise<Connection> {
+  return Connection.connect({
+    address: s.address,
+    tls: tlsOptions(s),
+    ...(s.apiKey ? { apiKey: s.apiKey } : {}),
+    connectTimeout: '5s',
+  });
+}
+
+export async function connectWorker(s: TemporalSettings): Promise<NativeConnection> {
+  const options: NativeConnectionOptions = {
+    address: s.address,
+    tls: tlsOptions(s) as NativeConnectionOptions['tls'],
+    ...(s.apiKey ? { apiKey: s.apiKey } : {}),
+  };
+  return NativeConnection.connect(options);
+}
