@@ -1,5 +1,8 @@
 // How the CLI ends: one line on stderr and a distinct exit code for every failure an operator can cause
 // or meet; a stack trace only for a bug of ours.
+import { ConfigError } from '../activities/host/validate';
+import { QemuLaunchError } from '../activities/host/qemu-launcher';
+import { VmAlreadyRunningError } from '../activities/host/vm-launch';
 import { isQmpFailure } from '../activities/qmp/errors';
 
 export const ExitCode = {
@@ -40,9 +43,9 @@ export class PeerError extends CliError {
 export function describeFailure(err: unknown): { line: string; exitCode: number; stack?: string } {
   if (err instanceof CliError) return { line: err.message, exitCode: err.exitCode };
   if (isQmpFailure(err)) return { line: err.message, exitCode: ExitCode.peer };
-  if (err instanceof Error && (err as { code?: string }).code === 'ConfigError') {
-    return { line: err.message, exitCode: ExitCode.badInput };
-  }
+  if (err instanceof ConfigError) return { line: err.message, exitCode: ExitCode.badInput };
+  if (err instanceof VmAlreadyRunningError) return { line: err.message, exitCode: ExitCode.failed };
+  if (err instanceof QemuLaunchError) return { line: err.message.split('\n')[0] ?? err.message, exitCode: ExitCode.failed };
   const e = err instanceof Error ? err : new Error(String(err));
   return { line: `internal error: ${e.message}`, exitCode: ExitCode.internal, stack: e.stack };
 }

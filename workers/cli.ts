@@ -2,7 +2,11 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ZodError } from 'zod';
 import { describeFailure, ExitCode, PeerError } from './cli-errors';
+import { Client } from '@temporalio/client';
 import { runProbe } from './commands/probe';
+import { runHostWorker, runOrchestratorWorker } from './commands/run-worker';
+import { checkIds, vmLaunch, vmRetry, vmStatus, vmUpgrade } from './commands/vm';
+import { connectClient, settingsFromEnv, type TemporalSettings } from './temporal-connection';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -31,13 +35,110 @@ export function buildProgram(): Command {
       }
     });
 
+  const temporalOptions = (c: Command) =>
+    c
+      .option('--address <host:port>', 'Temporal frontend (env TEMPORAL_ADDRESS; default 127.0.0.1:7233)')
+      .option('--namespace <name>', 'Temporal namespace (env TEMPORAL_NAMESPACE; default "default")');
+
+  temporalOptions(
+    program
+      .command('host-worker')
+      .description('run the activities of one hypervisor (task queue qemu-host.<hostId>)')
+      .requiredOption('--config <file>', 'the host config (YAML)'),
+  ).action(async (opts: TemporalFlags & { config: string }) => {
+    await runHostWorker(opts.config, flagOverrides(opts));
+  });
+
+  temporalOptions(
+    program.command('orchestrator-worker').description('run the workflows (task queue fleet-upgrade)'),
+  ).action(async (opts: TemporalFlags) => {
+    await runOrchestratorWorker(settingsOf(opts));
+  });
+
+  const vm = program.command('vm').description('one VM, by hand');
+  vm.command('launch')
+    .description('start a VM from a spec on this host and record it')
+    .requiredOption('--config <file>', 'the host config (YAML)')
+    .requiredOption('--spec <file>', 'the VM spec (YAML)')
+    .action(async (opts: { config: string; spec: string }) => {
+      process.stdout.write(`${await vmLaunch(opts.config, opts.spec)}\n`);
+    });
+  temporalOptions(
+    vm
+      .command('upgrade')
+      .description('upgrade the QEMU under one VM (workflow upgradeVm)')
+      .requiredOption('--host <id>', 'host id')
+      .requiredOption('--vm <id>', 'VM id')
+      .requiredOption('--to <label>', 'target QEMU version label, allow-listed by the host worker')
+      .option('--wait', 'wait for the result; exit 1 unless upgraded'),
+  ).action(async (opts: TemporalFlags & { host: string; vm: string; to: string; wait?: boolean }) => {
+    checkIds(opts.host, opts.vm, opts.to);
+    const out = await withClient(opts, (client) =>
+      vmUpgrade(client, { hostId: opts.host, vmId: opts.vm, target: opts.to }, opts.wait === true),
+    );
+    process.stdout.write(`${out.text}\n`);
+    process.exitCode = out.exitCode;
+  });
+  temporalOptions(
+    vm
+      .command('status')
+      .description('phase, progress and result of the upgrade of one VM')
+      .requiredOption('--host <id>', 'host id')
+      .requiredOption('--vm <id>', 'VM id')
+      .option('--json', 'print one JSON object'),
+  ).action(async (opts: TemporalFlags & { host: string; vm: string; json?: boolean }) => {
+    checkIds(opts.host, opts.vm);
+    process.stdout.write(`${await withClient(opts, (c) => vmStatus(c, opts.host, opts.vm, opts.json === true))}\n`);
+  });
+  temporalOptions(
+    vm
+      .command('retry')
+      .description('a new run of the same upgrade after a failure or rollback')
+      .requiredOption('--host <id>', 'host id')
+      .requiredOption('--vm <id>', 'VM id')
+      .option('--wait', 'wait for the result'),
+  ).action(async (opts: TemporalFlags & { host: string; vm: string; wait?: boolean }) => {
+    checkIds(opts.host, opts.vm);
+    const out = await withClient(opts, (c) => vmRetry(c, opts.host, opts.vm, opts.wait === true));
+    process.stdout.write(`${out.text}\n`);
+    process.exitCode = out.exitCode;
+  });
+
   return program;
+}
+
+interface TemporalFlags {
+  address?: string;
+  namespace?: string;
+}
+
+function flagOverrides(f: TemporalFlags): Partial<TemporalSettings> {
+  return { ...(f.address ? { address: f.address } : {}), ...(f.namespace ? { namespace: f.namespace } : {}) };
+}
+
+function settingsOf(f: TemporalFlags): TemporalSettings {
+  return { ...settingsFromEnv(), ...flagOverrides(f) };
+}
+
+async function withClient<T>(flags: TemporalFlags, use: (client: Client) => Promise<T>): Promise<T> {
+  const settings = settingsOf(flags);
+  let connection;
+  try {
+    connection = await connectClient(settings);
+  } catch (err) {
+    throw new PeerError(`cannot reach Temporal at ${settings.address}: ${(err as Error).message}`);
+  }
+  try {
+    return await use(new Client({ connection, namespace: settings.namespace }));
+  } finally {
+    await connection.close();
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
   try {
     await buildProgram().parseAsync(argv, { from: 'user' });
-    return ExitCode.ok;
+    return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Commander has printed its own one-line message already.

@@ -12,7 +12,10 @@ export interface TemporalSettings {
   tls?: { serverName?: string; serverRootCACertFile?: string; clientCertFile?: string; clientKeyFile?: string };
 }
 
-export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env, base?: Partial<TemporalSettings>): TemporalSettings {
+export function settingsFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+  base?: Partial<TemporalSettings>,
+): TemporalSettings {
   const tlsFromEnv =
     env.TEMPORAL_TLS_CERT || env.TEMPORAL_TLS_CA || env.TEMPORAL_TLS === 'true'
       ? {

@@ -1,0 +1,30 @@
+// `fleet-upgrade host-worker` and `fleet-upgrade orchestrator-worker`: long-running processes that stop
+// cleanly on SIGINT/SIGTERM (in-flight activities get the shutdown grace, VMs keep running regardless).
+import type { Worker } from '@temporalio/worker';
+import { loadHostConfig } from '../../activities/host/config';
+import { createHostWorker, hostTemporalSettings } from '../host-worker';
+import { createOrchestratorWorker } from '../orchestrator-worker';
+import type { TemporalSettings } from '../temporal-connection';
+
+async function runUntilSignalled(worker: Worker, what: string): Promise<void> {
+  const stop = () => worker.shutdown();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  process.stderr.write(`${what} polling\n`);
+  await worker.run();
+}
+
+export async function runHostWorker(configFile: string, overrides: Partial<TemporalSettings>): Promise<void> {
+  const config = await loadHostConfig(configFile);
+  const settings = { ...hostTemporalSettings(config), ...overrides };
+  const worker = await createHostWorker(config, settings);
+  await runUntilSignalled(
+    worker,
+    `host worker ${config.hostId} on ${settings.address} (queue qemu-host.${config.hostId})`,
+  );
+}
+
+export async function runOrchestratorWorker(settings: TemporalSettings): Promise<void> {
+  const worker = await createOrchestratorWorker(settings);
+  await runUntilSignalled(worker, `orchestrator worker on ${settings.address} (queue fleet-upgrade)`);
+}
