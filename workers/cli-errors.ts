@@ -45,7 +45,8 @@ export function describeFailure(err: unknown): { line: string; exitCode: number;
   if (isQmpFailure(err)) return { line: err.message, exitCode: ExitCode.peer };
   if (err instanceof ConfigError) return { line: err.message, exitCode: ExitCode.badInput };
   if (err instanceof VmAlreadyRunningError) return { line: err.message, exitCode: ExitCode.failed };
-  if (err instanceof QemuLaunchError) return { line: err.message.split('\n')[0] ?? err.message, exitCode: ExitCode.failed };
+  if (err instanceof QemuLaunchError)
+    return { line: err.message.split('\n')[0] ?? err.message, exitCode: ExitCode.failed };
   const e = err instanceof Error ? err : new Error(String(err));
   return { line: `internal error: ${e.message}`, exitCode: ExitCode.internal, stack: e.stack };
 }

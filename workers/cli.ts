@@ -5,6 +5,7 @@ import { describeFailure, ExitCode, PeerError } from './cli-errors';
 import { Client } from '@temporalio/client';
 import { runProbe } from './commands/probe';
 import { runHostWorker, runOrchestratorWorker } from './commands/run-worker';
+import { runDemo } from './commands/demo';
 import { checkIds, vmLaunch, vmRetry, vmStatus, vmUpgrade } from './commands/vm';
 import { connectClient, settingsFromEnv, type TemporalSettings } from './temporal-connection';
 
@@ -103,6 +104,32 @@ export function buildProgram(): Command {
     process.stdout.write(`${out.text}\n`);
     process.exitCode = out.exitCode;
   });
+
+  program
+    .command('demo')
+    .description('the whole product on an embedded default: dev server, workers, real VMs, upgrades, a table')
+    .option('--hosts <n>', 'local hosts (a host worker each)', positiveInt, 1)
+    .option('--vms-per-host <n>', 'VMs on each host', positiveInt, 2)
+    .option('--keep', 'leave the upgraded VMs running with their records')
+    .option('--runtime-dir <dir>', 'where hosts keep records, sockets and logs (default: a temporary folder)')
+    .option('--json', 'end with one JSON object')
+    .action(
+      async (opts: { hosts: number; vmsPerHost: number; keep?: boolean; runtimeDir?: string; json?: boolean }) => {
+        const say = (line: string) => process.stderr.write(`${line}\n`);
+        const { summary, ok } = await runDemo(
+          {
+            hosts: opts.hosts,
+            vmsPerHost: opts.vmsPerHost,
+            keep: opts.keep === true,
+            runtimeDir: opts.runtimeDir,
+            json: opts.json === true,
+          },
+          say,
+        );
+        process.stdout.write(`${opts.json ? JSON.stringify(summary) : `done: ${JSON.stringify(summary)}`}\n`);
+        process.exitCode = ok ? ExitCode.ok : ExitCode.failed;
+      },
+    );
 
   return program;
 }

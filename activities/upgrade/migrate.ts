@@ -174,7 +174,8 @@ async function startMigration(
   });
   await src.execute('migrate-set-parameters', {
     'downtime-limit': policy.downtimeLimitMs,
-    ...(policy.bandwidthLimitMiBps > 0 ? { 'max-bandwidth': policy.bandwidthLimitMiBps * 1024 * 1024 } : {}),
+    // A local migration copies memory to memory: with no limit set, lift QEMU's WAN-minded 128 MiB/s default.
+    'max-bandwidth': (policy.bandwidthLimitMiBps > 0 ? policy.bandwidthLimitMiBps : 1024 * 1024) * 1024 * 1024,
     ...(plan.strategy === 'cpr-transfer' ? { mode: 'cpr-transfer' } : {}),
     ...transferParams,
   });

@@ -12,7 +12,7 @@ export interface MigrationPolicy {
   transport: 'unix' | 'tcp';
   /** QEMU `downtime-limit`, milliseconds. */
   downtimeLimitMs: number;
-  /** QEMU `max-bandwidth`, MiB/s; 0 leaves QEMU's own default. */
+  /** QEMU `max-bandwidth`, MiB/s; 0 means unlimited (QEMU's own default, 128 MiB/s, is meant for networks). */
   bandwidthLimitMiBps: number;
   /** Cancel and roll back when the migration takes longer than this per GiB of guest RAM (KubeVirt: 150 s). */
   completionTimeoutPerGiBSec: number;
