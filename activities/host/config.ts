@@ -1,0 +1,118 @@
+// The host worker's own config file: its host id, runtime folder, the allow-list of QEMU binaries by
+// version label, limits, and how to reach Temporal. This file is the trust boundary: nothing arriving
+// through Temporal names a path or a binary, only version labels resolved here.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { absPath, ConfigError, parseYamlText, safeId, safeLabel, validate } from './validate';
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
+export const BinarySchema = z.strictObject({
+  /** The qemu-system-* executable. */
+  path: absPath,
+  /** Firmware/data folders, passed as `-L` in order. */
+  dataDirs: z.array(absPath).default([]),
+  /** Extra environment for the QEMU process (it otherwise gets only PATH). */
+  env: z.record(envName, z.string()).default({}),
+});
+
+export const LimitsSchema = z.strictObject({
+  maxConcurrentMigrations: z.int().min(1).max(64).default(1),
+  qmpTimeoutMs: z.int().min(100).max(600_000).default(10_000),
+  /** How long a launched QEMU may take until its QMP socket accepts a connection. */
+  launchTimeoutMs: z.int().min(100).max(600_000).default(30_000),
+  /** Grace between SIGTERM and SIGKILL when a QEMU process is stopped. */
+  killGraceMs: z.int().min(0).max(600_000).default(5_000),
+});
+
+export const TlsSchema = z
+  .strictObject({
+    serverName: z.string().min(1).optional(),
+    serverRootCACertFile: absPath.optional(),
+    clientCertFile: absPath.optional(),
+    clientKeyFile: absPath.optional(),
+  })
+  .refine((t) => !t.clientCertFile === !t.clientKeyFile, {
+    message: 'clientCertFile and clientKeyFile must be given together',
+    path: ['clientCertFile'],
+  });
+
+export const TemporalSchema = z
+  .strictObject({
+    address: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/, 'must be host:port')
+      .default('127.0.0.1:7233'),
+    namespace: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/, 'must be a namespace name')
+      .default('default'),
+    tls: TlsSchema.optional(),
+    /** Inline API key (prefer apiKeyEnv). */
+    apiKey: z.string().min(1).optional(),
+    /** Name of the environment variable holding the API key. */
+    apiKeyEnv: envName.optional(),
+  })
+  .refine((t) => !(t.apiKey && t.apiKeyEnv), { message: 'give apiKey or apiKeyEnv, not both', path: ['apiKey'] });
+
+export const HostConfigSchema = z.strictObject({
+  hostId: safeId,
+  runtimeDir: absPath,
+  binaries: z
+    .record(safeLabel, BinarySchema)
+    .refine((b) => Object.keys(b).length > 0, 'must allow at least one QEMU binary'),
+  limits: LimitsSchema.prefault({}),
+  temporal: TemporalSchema.prefault({}),
+});
+
+export type HostConfig = z.output<typeof HostConfigSchema>;
+export type BinaryEntry = z.output<typeof BinarySchema>;
+export type ResolvedBinary = BinaryEntry & { label: string };
+
+/** Validates already-parsed data (e.g. from a test) as a host config. */
+export function parseHostConfig(data: unknown, source?: string): HostConfig {
+  return validate(HostConfigSchema, data, source);
+}
+
+export function parseHostConfigYaml(text: string, source?: string): HostConfig {
+  return parseHostConfig(parseYamlText(text, source), source);
+}
+
+export async function loadHostConfig(file: string): Promise<HostConfig> {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = await readFile(abs, 'utf8');
+  } catch (err) {
+    throw new ConfigError('', `cannot read host config: ${(err as Error).message}`, abs);
+  }
+  return parseHostConfigYaml(text, abs);
+}
+
+/** The allow-listed binary for a version label; anything else is refused with a ConfigError on `field`. */
+export function resolveBinary(config: HostConfig, label: string, field = 'binary'): ResolvedBinary {
+  const entry = Object.hasOwn(config.binaries, label) ? config.binaries[label] : undefined;
+  if (!entry) {
+    throw new ConfigError(
+      field,
+      `version label ${JSON.stringify(label)} is not allowed on host ${config.hostId} (allowed: ${Object.keys(config.binaries).join(', ')})`,
+    );
+  }
+  return { label, ...entry };
+}
+
+/** The host worker's task queue. */
+export function hostTaskQueue(config: Pick<HostConfig, 'hostId'>): string {
+  return `qemu-host.${config.hostId}`;
+}
+
+/** The API key, from the config or the environment variable it names. */
+export function temporalApiKey(config: HostConfig, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const t = config.temporal;
+  if (t.apiKey) return t.apiKey;
+  if (!t.apiKeyEnv) return undefined;
+  const v = env[t.apiKeyEnv];
+  if (!v) throw new ConfigError('temporal.apiKeyEnv', `environment variable ${t.apiKeyEnv} is not set`);
+  return v;
+}
