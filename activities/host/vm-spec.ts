@@ -1,0 +1,240 @@
+// The VM spec (YAML) and the pure QEMU command-line builder. The spec has no escape hatch for raw QEMU
+// arguments: everything on the command line comes from a validated field.
+import { z } from 'zod';
+import { dialectByName, type DialectName } from '../capabilities/dialects';
+import { absPath, ConfigError, parseYamlText, qemuId, safeId, safeLabel, validate } from './validate';
+
+const machineName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a QEMU machine type such as pc-i440fx-7.2');
+const driverName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a QEMU device driver name');
+const ifName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be a network interface name (at most 15 characters)');
+
+export const DriveSchema = z.strictObject({
+  id: qemuId,
+  file: absPath,
+  format: z.enum(['raw', 'qcow2']),
+  interface: z.enum(['ide', 'virtio', 'none']),
+  readonly: z.boolean().default(false),
+});
+
+export const NetdevSchema = z
+  .strictObject({
+    id: qemuId,
+    type: z.enum(['tap', 'user', 'vhost-user']),
+    /** tap only: an existing (or to-be-created) host interface. */
+    ifname: ifName.optional(),
+    /** tap only: enable the virtio-net header. */
+    vnetHdr: z.boolean().optional(),
+    /** vhost-user only: the backend's UNIX socket. */
+    chardevPath: absPath.optional(),
+  })
+  .superRefine((n, ctx) => {
+    if (n.type !== 'tap' && n.ifname !== undefined) ctx.addIssue({ code: 'custom', path: ['ifname'], message: 'only for type tap' });
+    if (n.type !== 'tap' && n.vnetHdr !== undefined) ctx.addIssue({ code: 'custom', path: ['vnetHdr'], message: 'only for type tap' });
+    if (n.type === 'vhost-user' && !n.chardevPath) ctx.addIssue({ code: 'custom', path: ['chardevPath'], message: 'is required for type vhost-user' });
+    if (n.type !== 'vhost-user' && n.chardevPath) ctx.addIssue({ code: 'custom', path: ['chardevPath'], message: 'only for type vhost-user' });
+  });
+
+export const DeviceSchema = z.strictObject({
+  id: qemuId,
+  driver: driverName,
+  netdev: qemuId.optional(),
+  drive: qemuId.optional(),
+});
+
+export const VmSpecSchema = z
+  .strictObject({
+    id: safeId,
+    name: z.string().regex(/^[A-Za-z0-9 ._-]{1,64}$/, 'must be at most 64 letters, digits, spaces, . _ -').optional(),
+    /** Version label of an allow-listed binary of the host config. */
+    binary: safeLabel,
+    /** Machine type; an alias (`pc`, `q35`) is allowed at first launch, never for a migration destination. */
+    machine: machineName,
+    accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+    memoryMiB: z.int().min(16).max(16 * 1024 * 1024),
+    memoryBackend: z.enum(['memfd', 'file', 'ram']).default('memfd'),
+    memoryShared: z.boolean().default(true),
+    cpus: z.int().min(1).max(1024).default(1),
+    drives: z.array(DriveSchema).default([]),
+    netdevs: z.array(NetdevSchema).default([]),
+    devices: z.array(DeviceSchema).default([]),
+  })
+  .superRefine((s, ctx) => {
+    const ids = new Map<string, string>();
+    const seen = (id: string, at: (string | number)[]) => {
+      if (ids.has(id)) ctx.addIssue({ code: 'custom', path: at, message: `duplicate id ${id} (also ${ids.get(id)})` });
+      else ids.set(id, at.join('.'));
+    };
+    s.drives.forEach((d, i) => seen(d.id, ['drives', i, 'id']));
+    s.netdevs.forEach((n, i) => seen(n.id, ['netdevs', i, 'id']));
+    s.devices.forEach((d, i) => seen(d.id, ['devices', i, 'id']));
+    const usedNetdevs = new Set<string>();
+    s.devices.forEach((d, i) => {
+      if (d.netdev !== undefined) {
+        if (!s.netdevs.some((n) => n.id === d.netdev)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'netdev'], message: `no netdev ${d.netdev}` });
+        if (usedNetdevs.has(d.netdev)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'netdev'], message: `netdev ${d.netdev} already used` });
+        usedNetdevs.add(d.netdev);
+      }
+      if (d.drive !== undefined && !s.drives.some((x) => x.id === d.drive && x.interface === 'none')) {
+        ctx.addIssue({ code: 'custom', path: ['devices', i, 'drive'], message: `no drive ${d.drive} with interface none` });
+      }
+    });
+    if (s.netdevs.some((n) => n.type === 'vhost-user') && !(s.memoryShared && s.memoryBackend !== 'ram')) {
+      ctx.addIssue({ code: 'custom', path: ['memoryShared'], message: 'vhost-user needs shared memfd or file memory' });
+    }
+  });
+
+export type VmSpec = z.output<typeof VmSpecSchema>;
+export type VmSpecInput = z.input<typeof VmSpecSchema>;
+
+export function parseVmSpec(data: unknown, source?: string): VmSpec {
+  return validate(VmSpecSchema, data, source);
+}
+
+export function parseVmSpecYaml(text: string, source?: string): VmSpec {
+  return parseVmSpec(parseYamlText(text, source), source);
+}
+
+export type Incoming = { kind: 'defer' } | { kind: 'cpr-transfer'; mainSocket: string; cprSocket: string };
+
+interface CommonArgsOptions {
+  /** The QMP socket QEMU listens on. */
+  qmpSocket: string;
+  /** Firmware/data folders of the binary (`-L`, in order). */
+  dataDirs?: string[];
+  /** Add `aux-ram-share=on` to the machine: only when the binary has the property (QEMU >= 10.0). */
+  auxRamShare?: boolean;
+  /** Path of the RAM file, required for memoryBackend `file`. */
+  memFile?: string;
+}
+
+export interface SourceArgsOptions extends CommonArgsOptions {
+  mode: 'source';
+  /** With `local`, tap netdevs carry the permit option so a later local migration may take them. */
+  dialect?: DialectName;
+  tapPermitOption?: string;
+}
+
+export interface DestinationArgsOptions extends CommonArgsOptions {
+  mode: 'destination';
+  /** The concrete machine type of the source (`pc-i440fx-7.2` or its QOM name `pc-i440fx-7.2-machine`). */
+  machineType: string;
+  incoming: Incoming;
+  paused: true;
+  /** Netdev ids handed over from the source instead of re-created. */
+  transferBackends: string[];
+  dialect: DialectName;
+  /** The tap option of the `local` dialect this build accepts; default: the dialect's newest name. */
+  tapPermitOption?: string;
+}
+
+export type QemuArgsOptions = SourceArgsOptions | DestinationArgsOptions;
+
+/** Machine aliases that must never name a migration destination. */
+const MACHINE_ALIASES = new Set(['pc', 'q35', 'microvm', 'isapc']);
+
+/** `pc-i440fx-7.2-machine` → `pc-i440fx-7.2`; refuses aliases and unversioned types. */
+export function concreteMachineType(type: string): string {
+  const t = type.replace(/-machine$/, '');
+  if (MACHINE_ALIASES.has(t) || !/^[a-z0-9][a-z0-9._-]*-\d+\.\d+$/.test(t)) {
+    throw new ConfigError('machineType', `${JSON.stringify(type)} is not a concrete versioned machine type (e.g. pc-i440fx-7.2)`);
+  }
+  return t;
+}
+
+/** Comma-separated QEMU option values escape a comma by doubling it. */
+const esc = (v: string) => v.replace(/,/g, ',,');
+
+type Props = Record<string, string | undefined>;
+const kv = (props: Props) => Object.entries(props).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${esc(v)}`]));
+const opts = (kind: string, props: Props) => [kind, ...kv(props)].join(',');
+
+const onOff = (b: boolean) => (b ? 'on' : 'off');
+
+const unixAddr = (p: string) => ({ transport: 'socket', type: 'unix', path: p });
+
+function checkSocketArg(p: string, field: string): void {
+  if (!p.startsWith('/') || p.includes(',') || p.includes('\0')) throw new ConfigError(field, `socket path ${JSON.stringify(p)} must be absolute, without commas`);
+}
+
+/** Pure: the argv (without the binary) that starts `spec` as a source VM or as a migration destination. */
+export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
+  checkSocketArg(o.qmpSocket, 'qmpSocket');
+  const dst = o.mode === 'destination' ? o : undefined;
+  const dialect = o.dialect ?? 'none';
+  const transfer = new Set(dst?.transferBackends ?? []);
+  for (const id of transfer) {
+    if (!spec.netdevs.some((n) => n.id === id)) throw new ConfigError('transferBackends', `no netdev ${id} in VM ${spec.id}`);
+  }
+  if (transfer.size && dialect === 'none') throw new ConfigError('transferBackends', 'dialect none cannot transfer backends');
+  const permit = o.tapPermitOption ?? dialectByName('local').tapPermitOptions?.[0] ?? 'x-permit-local-migration';
+
+  const args: string[] = [];
+  for (const d of o.dataDirs ?? []) args.push('-L', d);
+  args.push('-name', `guest=${spec.id}`, '-nodefaults', '-no-user-config', '-display', 'none');
+  args.push('-qmp', `unix:${o.qmpSocket},server=on,wait=off`);
+  args.push('-msg', 'timestamp=on');
+
+  const machine = dst ? concreteMachineType(dst.machineType) : spec.machine;
+  args.push('-machine', opts(machine, { 'memory-backend': 'pc.ram', 'aux-ram-share': o.auxRamShare ? 'on' : undefined }));
+  if (spec.accel === 'auto') args.push('-accel', 'kvm', '-accel', 'tcg');
+  else args.push('-accel', spec.accel);
+  args.push('-smp', String(spec.cpus), '-m', `${spec.memoryMiB}M`);
+
+  const size = `${spec.memoryMiB}M`;
+  const share = onOff(spec.memoryShared);
+  if (spec.memoryBackend === 'memfd') {
+    args.push('-object', opts('memory-backend-memfd', { id: 'pc.ram', size, share }));
+  } else if (spec.memoryBackend === 'file') {
+    if (!o.memFile) throw new ConfigError('memFile', 'memoryBackend file needs a memFile path');
+    args.push('-object', opts('memory-backend-file', { id: 'pc.ram', size, 'mem-path': o.memFile, share }));
+  } else {
+    args.push('-object', opts('memory-backend-ram', { id: 'pc.ram', size, share }));
+  }
+
+  for (const d of spec.drives) {
+    args.push('-drive', kv({ id: d.id, file: d.file, format: d.format, if: d.interface, readonly: d.readonly ? 'on' : undefined }).join(','));
+  }
+
+  for (const n of spec.netdevs) {
+    const handed = transfer.has(n.id);
+    if (n.type === 'user') {
+      args.push('-netdev', opts('user', { id: n.id }));
+    } else if (n.type === 'vhost-user') {
+      args.push('-chardev', opts('socket', { id: `chr-${n.id}`, path: n.chardevPath }));
+      args.push('-netdev', opts('vhost-user', { id: n.id, chardev: `chr-${n.id}` }));
+    } else if (handed && dialect === 'local') {
+      // The fd arrives in the migration stream: no ifname, no vnet_hdr.
+      args.push('-netdev', opts('tap', { id: n.id, script: 'no', downscript: 'no', [permit]: 'on' }));
+    } else {
+      args.push(
+        '-netdev',
+        opts('tap', {
+          id: n.id,
+          ifname: n.ifname,
+          script: 'no',
+          downscript: 'no',
+          vnet_hdr: n.vnetHdr === undefined ? undefined : onOff(n.vnetHdr),
+          [permit]: dialect === 'local' ? 'on' : undefined,
+        }),
+      );
+    }
+  }
+
+  for (const d of spec.devices) {
+    const bt = dialect === 'backend-transfer-bool' && d.netdev !== undefined && transfer.has(d.netdev);
+    args.push('-device', opts(d.driver, { id: d.id, netdev: d.netdev, drive: d.drive, 'backend-transfer': bt ? 'on' : undefined }));
+  }
+
+  if (dst) {
+    if (dst.incoming.kind === 'defer') {
+      args.push('-incoming', 'defer');
+    } else {
+      checkSocketArg(dst.incoming.mainSocket, 'incoming.mainSocket');
+      checkSocketArg(dst.incoming.cprSocket, 'incoming.cprSocket');
+      args.push('-incoming', JSON.stringify({ 'channel-type': 'main', addr: unixAddr(dst.incoming.mainSocket) }));
+      args.push('-incoming', JSON.stringify({ 'channel-type': 'cpr', addr: unixAddr(dst.incoming.cprSocket) }));
+    }
+    args.push('-S');
+  }
+  return args;
+}
