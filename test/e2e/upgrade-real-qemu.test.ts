@@ -1,13 +1,17 @@
 // upgradeVm end to end through a real Temporal dev server and real host workers: a VM on real QEMU 7.2
 // running the counter guest is upgraded to QEMU 10.0.2 on the same host.
 import path from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { Worker } from '@temporalio/worker';
+import { workflowsPath } from '../../workers/orchestrator-worker';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
 import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { readVmRecord } from '../../activities/host/vm-record';
 import { launchVm } from '../../activities/host/vm-launch';
 import { parseVmSpec } from '../../activities/host/vm-spec';
 import { QmpClient } from '../../activities/qmp/client';
-import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
+import { qemu10, qemu72, requireQemu, temporalCli } from '../../infra/real-parts';
 import { upgradeVm, upgradeVmProgressQuery } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
@@ -74,7 +78,11 @@ describe('upgradeVm on real QEMU', () => {
       args: [{ hostId: 'host-a', vmId: 'vm1', target: '10.0.2' }],
     });
     const result = await handle.result();
-    expect(result).toMatchObject({ outcome: 'upgraded', from: { label: '7.2' }, to: { label: '10.0.2', version: '10.0.2' } });
+    expect(result).toMatchObject({
+      outcome: 'upgraded',
+      from: { label: '7.2' },
+      to: { label: '10.0.2', version: '10.0.2' },
+    });
     expect(result.strategy).toBe('plain');
     expect(result.migration?.downtimeMs).toEqual(expect.any(Number));
     expect(result.migration?.guestPauseMs).toEqual(expect.any(Number));
@@ -96,6 +104,18 @@ describe('upgradeVm on real QEMU', () => {
       expect(await qmp.execute('query-version')).toMatchObject({ qemu: { major: 10, minor: 0, micro: 2 } });
     } finally {
       await qmp.close();
+    }
+
+    // Determinism: the recorded history replays against the current workflow code.
+    const history = await handle.fetchHistory();
+    await expect(Worker.runReplayHistory({ workflowsPath: workflowsPath() }, history)).resolves.toBeUndefined();
+    if (process.env.RECORD_HISTORIES) {
+      const file = path.join(__dirname, '..', 'fixtures', 'histories', 'upgrade-vm-real-plain.json');
+      const json = execFileSync(temporalCli, [
+        ...['workflow', 'show', '--workflow-id', handle.workflowId, '--output', 'json'],
+        ...['--address', harness.server.address, '--namespace', harness.server.namespace],
+      ]);
+      writeFileSync(file, json);
     }
   });
 });
