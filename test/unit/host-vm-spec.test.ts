@@ -1,4 +1,11 @@
-import { buildQemuArgs, concreteMachineType, parseVmSpec, parseVmSpecYaml, type VmSpecInput } from '../../activities/host/vm-spec';
+import {
+  buildQemuArgs,
+  concreteMachineType,
+  parseVmSpec,
+  parseVmSpecYaml,
+  type DestinationArgsOptions,
+  type VmSpecInput,
+} from '../../activities/host/vm-spec';
 import { ConfigError } from '../../activities/host/validate';
 
 const minimal: VmSpecInput = { id: 'vm1', binary: '7.2', machine: 'pc-i440fx-7.2', memoryMiB: 64 };
@@ -126,14 +133,14 @@ describe('buildQemuArgs, source', () => {
 });
 
 describe('buildQemuArgs, destination', () => {
-  const dst = {
-    mode: 'destination' as const,
+  const dst: DestinationArgsOptions = {
+    mode: 'destination',
     qmpSocket: '/run/qf/run/vm1.2.qmp',
     machineType: 'pc-i440fx-7.2-machine',
-    incoming: { kind: 'defer' as const },
-    paused: true as const,
-    transferBackends: [] as string[],
-    dialect: 'none' as const,
+    incoming: { kind: 'defer' },
+    paused: true,
+    transferBackends: [],
+    dialect: 'none',
   };
 
   it('uses the concrete machine type of the source, -incoming defer and -S', () => {
