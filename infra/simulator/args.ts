@@ -4,7 +4,7 @@
 // the served schema (so `x-permit-local-migration` exists only where the dialect has it), with QEMU's texts.
 // Cross-references (a NIC's netdev, the machine's memory backend) are checked when the VM is built (vm.ts).
 import { compareVersions, DialectSpec, DIALECTS, dialectByName } from './dialects';
-import { parseFaultSpec, FaultSpec } from './faults';
+import { parseFaultSpec, FaultSpec, SLOW_REPLY_MS } from './faults';
 import { baseSchemaFor, servedSchema, ServedSchema } from './schema';
 
 export const PROGNAME = 'qemu-system-x86_64';
@@ -20,6 +20,8 @@ export interface SimOptions {
   faults: FaultSpec[];
   cpr: boolean;
   ramRateMbps: number;
+  /** Reply delay of a `slow` fault on a command phase. */
+  slowMs: number;
 }
 
 export type OptValue = string | number | boolean;
@@ -237,7 +239,7 @@ const VALUE_OPTIONS = new Set([
 ]);
 
 function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
-  const sim: SimOptions = { dialect: DIALECTS.none, version: '10.1.50', faults: [], cpr: false, ramRateMbps: 2000 };
+  const sim: SimOptions = { dialect: DIALECTS.none, version: '10.1.50', faults: [], cpr: false, ramRateMbps: 2000, slowMs: SLOW_REPLY_MS };
   let cprSet: boolean | undefined;
   let i = 0;
   for (; i < argv.length && argv[i].startsWith('--sim-'); i++) {
@@ -284,6 +286,13 @@ function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
         const n = Number(v);
         if (!(n > 0)) throw new CommandLineError(`${name} ${v}: expected a positive number`);
         sim.ramRateMbps = n;
+        break;
+      }
+      case '--sim-slow-ms': {
+        const v = takeValue();
+        const n = Number(v);
+        if (!(n >= 0)) throw new CommandLineError(`${name} ${v}: expected a number of milliseconds`);
+        sim.slowMs = n;
         break;
       }
       default:

@@ -2,7 +2,7 @@
 // texts); results are shaped like real QEMU's (keys the served schema lacks are dropped).
 import { addressFromJson, addressFromUri, MigrationAddress } from './args';
 import { DEVICE_MODELS } from './devices';
-import { isFaultAction, isFaultPhase, SLOW_REPLY_MS } from './faults';
+import { isFaultAction, isFaultPhase } from './faults';
 import { humanMonitorCommand } from './hmp';
 import { IncomingMigration, OutgoingMigration } from './migration';
 import { qomGet, qomList } from './qom';
@@ -261,7 +261,7 @@ export async function executeCommand(vm: SimulatedQemu, name: string, args: Reco
     const f = vm.phaseFault('qmp');
     if (f === 'crash' || f === 'hang') return { noReply: true };
     if (f === 'error') return genericError(`simulated fault: ${name} failed (qmp:error)`);
-    if (vm.faults.isSlow('qmp')) await new Promise((r) => setTimeout(r, SLOW_REPLY_MS));
+    if (vm.faults.isSlow('qmp')) await new Promise((r) => setTimeout(r, vm.sim.slowMs));
   }
   const handler = HANDLERS[name];
   if (!simOnly && !vm.schema.hasCommand(name)) {

@@ -8,7 +8,7 @@
 //   error  command phases: the command gets a GenericError reply. Migration phases: the migration fails
 //          in that phase (status `failed`, `error-desc`), as a QEMU-side error would.
 //   slow   migration phases: progress stalls, no bytes move, until the fault is cleared.
-//          Command phases: each reply is delayed by SLOW_REPLY_MS, until cleared.
+//          Command phases: each reply is delayed (--sim-slow-ms, default SLOW_REPLY_MS), until cleared.
 // crash, hang and error fire once; slow stays until `x-sim-clear-faults`.
 
 export const FAULT_PHASES = ['setup', 'active', 'device', 'incoming', 'cont', 'qmp'] as const;

@@ -49,8 +49,13 @@ export class RawQmp {
           s.once('error', reject);
         });
         const c = new RawQmp(sock);
-        c.greeting = await c.next(Math.max(100, deadline - Date.now()));
-        if (opts.negotiate !== false) await c.cmd('qmp_capabilities');
+        try {
+          c.greeting = await c.next(Math.max(100, deadline - Date.now()));
+          if (opts.negotiate !== false) await c.cmd('qmp_capabilities');
+        } catch (e) {
+          sock.destroy();
+          throw e;
+        }
         return c;
       } catch (e) {
         if (Date.now() > deadline) throw e;
