@@ -161,11 +161,12 @@ describe('buildQemuArgs, destination', () => {
   });
 
   it('takes two -incoming channels for cpr-transfer', () => {
-    const args = buildQemuArgs(parseVmSpec(minimal), {
+    const cpr: DestinationArgsOptions = {
       ...dst,
       auxRamShare: true,
       incoming: { kind: 'cpr-transfer', mainSocket: '/r/run/vm1.2.mig', cprSocket: '/r/run/vm1.2.cpr' },
-    });
+    };
+    const args = buildQemuArgs(parseVmSpec(minimal), cpr);
     expect(values(args, '-incoming').map((v) => JSON.parse(v))).toEqual([
       { 'channel-type': 'main', addr: { transport: 'socket', type: 'unix', path: '/r/run/vm1.2.mig' } },
       { 'channel-type': 'cpr', addr: { transport: 'socket', type: 'unix', path: '/r/run/vm1.2.cpr' } },
