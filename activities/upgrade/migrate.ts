@@ -175,7 +175,7 @@ async function startMigration(
   await src.execute('migrate-set-parameters', {
     'downtime-limit': policy.downtimeLimitMs,
     // A local migration copies memory to memory: with no limit set, lift QEMU's WAN-minded 128 MiB/s default.
-    'max-bandwidth': (policy.bandwidthLimitMiBps > 0 ? policy.bandwidthLimitMiBps : 1024 * 1024) * 1024 * 1024,
+    'max-bandwidth': Math.round((policy.bandwidthLimitMiBps > 0 ? policy.bandwidthLimitMiBps : 1024 * 1024) * 1024 * 1024),
     ...(plan.strategy === 'cpr-transfer' ? { mode: 'cpr-transfer' } : {}),
     ...transferParams,
   });

@@ -1,0 +1,207 @@
+// upgradeVm under real faults, on real QEMU through a real dev server: a destination that crashes
+// mid-migration, a migration whose progress stalls, and a host worker killed mid-migration and restarted.
+// Each ends with the VM running in exactly one process and the workflow's result saying what happened.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { parseHostConfig, type HostConfig } from '../../activities/host/config';
+import { isProcessAlive } from '../../activities/host/qemu-launcher';
+import { readVmRecord, type VmRecord } from '../../activities/host/vm-record';
+import { launchVm } from '../../activities/host/vm-launch';
+import { parseVmSpec } from '../../activities/host/vm-spec';
+import { QmpClient } from '../../activities/qmp/client';
+import { projectRoot, qemu10, qemu72, requireQemu } from '../../infra/real-parts';
+import type { MigrationPolicy } from '../../workflows/decisions/policy';
+import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
+import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
+import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
+import { startHarness, type Harness } from '../helpers/temporal-harness';
+import { makeTmpDir, type TmpDir } from '../helpers/tmp';
+
+jest.setTimeout(240_000);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function qmpOf<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {
+  const q = await QmpClient.connect(socket);
+  try {
+    return await use(q);
+  } finally {
+    await q.close();
+  }
+}
+
+const counter = (socket: string) =>
+  qmpOf(socket, async (q) =>
+    parseCounter(String(await q.execute('human-monitor-command', { 'command-line': 'x /1wx 0x7e00' }))),
+  );
+
+/** Live QEMU processes whose command line names this VM (`-name guest=<id>`) under this runtime folder. */
+function qemuProcessesOf(config: HostConfig, vmId: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    try {
+      const argv = require('node:fs').readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0') as string[];
+      if (argv.includes(`guest=${vmId}`) && argv.some((a) => a.includes(config.runtimeDir)) && isProcessAlive(pid)) {
+        out.push(pid);
+      }
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** The destination's pid once the saga has started it (its process file appears under run/). */
+async function waitForDestination(config: HostConfig, vmId: string, generation: number): Promise<number> {
+  const file = path.join(config.runtimeDir, 'run', `${vmId}.${generation}.proc.json`);
+  for (let i = 0; i < 400; i++) {
+    try {
+      return JSON.parse(require('node:fs').readFileSync(file, 'utf8')).pid as number;
+    } catch {
+      await sleep(25);
+    }
+  }
+  throw new Error(`no destination process file ${file}`);
+}
+
+/**
+ * Lets the migration get going. The source's monitor is held by the migrate activity (a QEMU monitor
+ * serves one client at a time), so the test does not ask it; the bandwidth limit keeps the migration
+ * active for seconds (the counter guest's RAM is zero pages, a few bytes each).
+ */
+const waitForActiveMigration = () => sleep(700);
+
+const slow = 0.05; // MiB/s
+
+describe('upgradeVm under faults (real QEMU)', () => {
+  let harness: Harness;
+  let tmp: TmpDir;
+  let config: HostConfig;
+  let configFile: string;
+  let n = 0;
+
+  beforeAll(async () => {
+    requireQemu(qemu72);
+    requireQemu(qemu10);
+    tmp = makeTmpDir('flt');
+    config = parseHostConfig({
+      hostId: 'host-f',
+      runtimeDir: path.join(tmp.path, 'rt'),
+      binaries: {
+        '7.2': { path: qemu72.binary, dataDirs: qemu72.dataDirs },
+        '10.0.2': { path: qemu10.binary, dataDirs: qemu10.dataDirs },
+      },
+    });
+    harness = await startHarness();
+    configFile = path.join(tmp.path, 'host.yaml');
+    writeFileSync(
+      configFile,
+      stringify({
+        hostId: config.hostId,
+        runtimeDir: config.runtimeDir,
+        binaries: config.binaries,
+        temporal: { address: harness.server.address, namespace: harness.server.namespace },
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await harness?.stop();
+    tmp?.cleanup();
+  });
+
+  async function launch(memoryMiB = 64): Promise<VmRecord> {
+    const id = `vm${++n}`;
+    const disk = writeCounterGuest(path.join(tmp.path, `${id}.img`));
+    const spec = parseVmSpec({
+      id,
+      binary: '7.2',
+      machine: 'pc-i440fx-7.2',
+      accel: 'tcg',
+      memoryMiB,
+      drives: [{ id: 'disk0', file: disk, format: 'raw', interface: 'ide' }],
+    });
+    return launchVm({ config, spec });
+  }
+
+  function start(vmId: string, policy: Partial<MigrationPolicy>) {
+    return harness.client.workflow.start('upgradeVm', {
+      taskQueue: orchestratorTaskQueue,
+      workflowId: `upgrade-vm/${config.hostId}/${vmId}`,
+      args: [{ hostId: config.hostId, vmId, target: '10.0.2', policy }],
+    });
+  }
+
+  async function expectStillOnSource(before: VmRecord): Promise<void> {
+    const record = await readVmRecord(config.runtimeDir, before.id);
+    expect(record).toMatchObject({ generation: before.generation, pid: before.pid, binary: { label: '7.2' } });
+    expect(qemuProcessesOf(config, before.id)).toEqual([before.pid]);
+    const status = await qmpOf(before.qmpSocket, (q) => q.execute('query-status'));
+    expect(status).toMatchObject({ status: 'running', running: true });
+    const a = await counter(before.qmpSocket);
+    await sleep(200);
+    expect(await counter(before.qmpSocket)).toBeGreaterThan(a);
+  }
+
+  test('the destination crashes mid-migration: rolled back, the source keeps running', async () => {
+    await harness.startHost(config);
+    const vm = await launch();
+    const handle = await start(vm.id, { bandwidthLimitMiBps: slow });
+    const destination = await waitForDestination(config, vm.id, vm.generation + 1);
+    await waitForActiveMigration();
+    process.kill(destination, 'SIGKILL');
+    const result = (await handle.result()) as UpgradeVmResult;
+    expect(result.outcome).toBe('rolled-back');
+    expect(result.reason).toMatch(/destination|failed/i);
+    expect(result.rollback?.runningIn).toEqual({ generation: vm.generation, label: '7.2' });
+    await expectStillOnSource(vm);
+  });
+
+  test('progress stalls (destination frozen): cancelled after the progress timeout, rolled back', async () => {
+    const vm = await launch();
+    const handle = await start(vm.id, { bandwidthLimitMiBps: slow, progressTimeoutSec: 2 });
+    const destination = await waitForDestination(config, vm.id, vm.generation + 1);
+    await waitForActiveMigration();
+    process.kill(destination, 'SIGSTOP');
+    const result = (await handle.result()) as UpgradeVmResult;
+    expect(result.outcome).toBe('rolled-back');
+    expect(result.reason).toMatch(/no progress for 2 s/);
+    expect(result.rollback?.actions.join('; ')).toMatch(/killed the destination/);
+    await expectStillOnSource(vm);
+    await harness.stopHost(config.hostId);
+  });
+
+  test('the host worker is killed mid-migration and restarted: the retry continues, the VM is upgraded', async () => {
+    const vm = await launch();
+    const env = { ...process.env, TEMPORAL_ADDRESS: harness.server.address };
+    const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
+    const worker = (): ChildProcess =>
+      spawn(process.execPath, [cli, 'host-worker', '--config', configFile], { env, stdio: 'ignore' });
+    let first: ChildProcess | undefined = worker();
+    let second: ChildProcess | undefined;
+    try {
+      const handle = await start(vm.id, { bandwidthLimitMiBps: slow });
+      await waitForDestination(config, vm.id, vm.generation + 1);
+      await waitForActiveMigration();
+      first.kill('SIGKILL');
+      first = undefined;
+      second = worker();
+      const result = (await handle.result()) as UpgradeVmResult;
+      expect(result.outcome).toBe('upgraded');
+      expect(result.migration?.reconciled).toBe(true);
+      const after = await readVmRecord(config.runtimeDir, vm.id);
+      expect(after).toMatchObject({ generation: vm.generation + 1, binary: { label: '10.0.2' } });
+      expect(qemuProcessesOf(config, vm.id)).toEqual([after!.pid]);
+      const a = await counter(after!.qmpSocket);
+      await sleep(200);
+      expect(await counter(after!.qmpSocket)).toBeGreaterThan(a);
+    } finally {
+      first?.kill('SIGKILL');
+      second?.kill('SIGTERM');
+    }
+  });
+});
