@@ -38,6 +38,8 @@ export class FakeQmpConnection {
   /** Lines that were not JSON objects with `execute` (kept for assertions). */
   readonly garbage: string[] = [];
   readonly closed: Promise<void>;
+  /** When the connection was accepted (Date.now()). */
+  readonly acceptedAt = Date.now();
   private buffered = '';
   private readonly waiters: Array<(c: ReceivedCommand) => void> = [];
   private readonly unread: ReceivedCommand[] = [];
