@@ -3,6 +3,7 @@
 // syntax for -qmp, JSON or URI for -incoming). Option values of -netdev and -object are checked against
 // the served schema (so `x-permit-local-migration` exists only where the dialect has it), with QEMU's texts.
 // Cross-references (a NIC's netdev, the machine's memory backend) are checked when the VM is built (vm.ts).
+import { existsSync } from 'node:fs';
 import { compareVersions, DialectSpec, DIALECTS, dialectByName } from './dialects';
 import { parseFaultSpec, FaultSpec, SLOW_REPLY_MS } from './faults';
 import { baseSchemaFor, servedSchema, ServedSchema } from './schema';
@@ -11,6 +12,22 @@ export const PROGNAME = 'qemu-system-x86_64';
 
 /** A startup error: printed as `qemu-system-x86_64: <message>`, exit status 1. */
 export class CommandLineError extends Error {}
+
+/** An error line as QEMU prints it; with -msg timestamp=on prefixed by the UTC time in microseconds. */
+export function errorLine(message: string, timestamp: boolean): string {
+  let prefix = '';
+  if (timestamp) {
+    const t = performance.timeOrigin + performance.now();
+    const us = String(Math.floor((t * 1000) % 1e6)).padStart(6, '0');
+    prefix = `${new Date(t).toISOString().slice(0, 19)}.${us}Z `;
+  }
+  return `${prefix}${PROGNAME}: ${message}\n`;
+}
+
+/** Whether an argv asks for -msg timestamp=on (looked up before parsing, for parse errors too). */
+export function wantsMsgTimestamp(argv: string[]): boolean {
+  return argv.some((a, i) => (a === '-msg' || a === '--msg') && /(^|,)timestamp=on(,|$)/.test(argv[i + 1] ?? ''));
+}
 
 export interface SimOptions {
   dialect: DialectSpec;
@@ -80,7 +97,10 @@ export interface VmConfig {
   memExplicit: boolean;
   smp: number;
   name?: string;
+  /** The accelerator in use: the first of the -accel options available here (kvm needs /dev/kvm). */
   accel: string;
+  /** -msg timestamp=on: error lines start with an ISO 8601 UTC timestamp. */
+  msgTimestamp: boolean;
   objects: ObjectConfig[];
   netdevs: NetdevConfig[];
   chardevs: ChardevConfig[];
@@ -98,6 +118,8 @@ export interface ParsedArgs {
   sim: SimOptions;
   vm: VmConfig;
   schema: ServedSchema;
+  /** `-machine <type>,help`: text QEMU prints on stdout before exiting 0. */
+  help?: string;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -232,6 +254,7 @@ const VALUE_OPTIONS = new Set([
   '-smp',
   '-pidfile',
   '-accel',
+  '-msg',
   '-cpu',
   '-vga',
   '-serial',
@@ -319,21 +342,34 @@ export function resolveMachineType(requested: string, version: string): string |
   return requested;
 }
 
-const MACHINE_PROPS = new Set([
-  'type',
-  'memory-backend',
-  'aux-ram-share',
-  'accel',
-  'usb',
-  'dump-guest-core',
-  'mem-merge',
-  'graphics',
-  'smm',
-  'acpi',
-  'vmport',
-  'hpet',
-  'kernel-irqchip',
-]);
+/** Machine properties the simulator knows: name -> [QOM type, description]. */
+const MACHINE_PROP_INFO: Record<string, [string, string]> = {
+  acpi: ['OnOffAuto', 'Enable ACPI'],
+  'aux-ram-share': ['bool', ''],
+  'dump-guest-core': ['bool', 'Include guest memory in a core dump'],
+  graphics: ['bool', 'Set on/off to enable/disable graphics emulation'],
+  hpet: ['bool', 'Enable/disable high precision event timer emulation'],
+  'kernel-irqchip': ['OnOffSplit', 'Configure KVM in-kernel irqchip'],
+  'mem-merge': ['bool', 'Enable/disable memory merge support'],
+  'memory-backend': ['link<memory-backend>', 'Set RAM backendValid value is ID of hostmem based backend'],
+  smm: ['OnOffAuto', 'Enable SMM'],
+  usb: ['bool', 'Set on/off to enable/disable usb'],
+  vmport: ['OnOffAuto', 'Enable vmport (pc & q35)'],
+  accel: ['string', 'Accelerator list'],
+};
+const MACHINE_PROPS = new Set(Object.keys(MACHINE_PROP_INFO));
+
+/** What `-machine <type>,help` prints (QEMU's layout: `  name=<type>`, padded to 24, ` - description`). */
+function machineHelpText(type: string, version: string): string {
+  const lines = Object.entries(MACHINE_PROP_INFO)
+    .filter(([k]) => k !== 'accel' && (k !== 'aux-ram-share' || compareVersions(version, '10.0') >= 0))
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, [t, desc]]) => {
+      const head = `  ${k}=<${t}>`;
+      return desc ? `${head.padEnd(24)} - ${desc}` : head;
+    });
+  return `${type}-machine options:\n${lines.join('\n')}\n`;
+}
 
 const DRIVE_KEYS = new Set(['file', 'format', 'if', 'id', 'index', 'media', 'cache', 'readonly', 'snapshot', 'aio', 'discard', 'node-name', 'werror', 'rerror']);
 const CHARDEV_SOCKET_KEYS = new Set(['id', 'path', 'server', 'wait', 'reconnect', 'reconnect-ms', 'logfile', 'abstract', 'tight']);
@@ -386,6 +422,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
     memExplicit: false,
     smp: 1,
     accel: 'tcg',
+    msgTimestamp: false,
     objects: [],
     netdevs: [],
     chardevs: [],
@@ -398,6 +435,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
     dataDirs: [],
   };
   const chardevSockets = new Map<string, ChardevConfig>();
+  const accels: string[] = [];
+  let machineHelp = false;
   const mons: Array<{ chardev: string; source: string }> = [];
 
   for (let i = 0; i < rest.length; i++) {
@@ -409,7 +448,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
     if (FLAG_OPTIONS.has(norm)) {
       if (norm === '-S') vm.startPaused = true;
       else if (norm === '-daemonize') vm.daemonize = true;
-      else if (norm === '-enable-kvm') vm.accel = 'kvm';
+      else if (norm === '-enable-kvm') accels.push('kvm');
       continue;
     }
     if (!VALUE_OPTIONS.has(norm)) throw new CommandLineError(`${opt}: invalid option`);
@@ -426,7 +465,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
         if (o.type !== undefined) vm.machine.requested = o.type;
         for (const [k, v] of Object.entries(o)) {
           if (k === 'type') continue;
-          vm.machine.props[k] = v;
+          if (k === 'help') machineHelp = true;
+          else vm.machine.props[k] = v;
         }
         break;
       }
@@ -542,7 +582,13 @@ export function parseArgs(argv: string[]): ParsedArgs {
       case '-accel': {
         const o = optsToRecord(parseOpts(val, 'accel'));
         if (!['tcg', 'kvm', 'qtest'].includes(o.accel)) fail(`invalid accelerator ${o.accel}`);
-        vm.accel = o.accel;
+        accels.push(o.accel);
+        break;
+      }
+      case '-msg': {
+        const o = optsToRecord(parseOpts(val));
+        for (const k of Object.keys(o)) if (!['timestamp', 'guest-name'].includes(k)) fail(`Invalid parameter '${k}'`);
+        vm.msgTimestamp = o.timestamp === 'on';
         break;
       }
       default:
@@ -559,7 +605,13 @@ export function parseArgs(argv: string[]): ParsedArgs {
     c.backend = 'monitor';
   }
 
+  if (accels.length > 0) {
+    const usable = accels.find((a) => a !== 'kvm' || existsSync('/dev/kvm'));
+    if (!usable) throw new CommandLineError('-accel kvm: Could not access KVM kernel module: No such file or directory');
+    vm.accel = usable;
+  }
   const type = resolveMachineType(vm.machine.requested, sim.version);
+  if (machineHelp && type) return { sim, vm, schema, help: machineHelpText(type, sim.version) };
   if (!type) throw new CommandLineError(`unsupported machine type: "${vm.machine.requested}"\nUse -machine help to list supported machines`);
   vm.machine.type = type;
   const qomMachine = `${type}-machine`;

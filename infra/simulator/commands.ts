@@ -152,7 +152,7 @@ const HANDLERS: Record<string, Handler> = {
 
   'migrate-incoming': async (vm, a) => {
     if (!vm.isIncoming || vm.runState !== 'inmigrate') return genericError("'-incoming' was not specified on the command line");
-    if (vm.incoming) return genericError('The incoming migration has already been started');
+    if (vm.incoming && vm.incoming.status !== 'failed') return genericError('The incoming migration has already been started');
     const hasUri = a.uri !== undefined;
     if (hasUri === (a.channels !== undefined)) return genericError("need either 'uri' or 'channels' argument");
     let addr: MigrationAddress | string;

@@ -3,13 +3,15 @@
 // exit status 1. -daemonize forks a detached child and returns once it is up, as QEMU does.
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { CommandLineError, PROGNAME } from './args';
+import { CommandLineError, errorLine, parseArgs, wantsMsgTimestamp } from './args';
 import { SimulatedQemu } from './vm';
 
 const DAEMON_ENV = 'QEMU_SIM_DAEMON_CHILD';
 
+let timestamps = false;
+
 function die(message: string): never {
-  process.stderr.write(`${PROGNAME}: ${message}\n`);
+  process.stderr.write(errorLine(message, timestamps));
   process.exit(1);
 }
 
@@ -32,9 +34,15 @@ function daemonize(argv: string[]): void {
 
 export async function main(argv: string[]): Promise<void> {
   const daemonChild = process.env[DAEMON_ENV] === '1';
+  timestamps = wantsMsgTimestamp(argv);
   let quiet = false;
   let vm: SimulatedQemu;
   try {
+    const help = parseArgs(argv).help;
+    if (help !== undefined) {
+      process.stdout.write(help);
+      process.exit(0);
+    }
     vm = new SimulatedQemu(argv, { processMode: true, stderr: (t) => void (quiet || process.stderr.write(t)) });
   } catch (e) {
     if (e instanceof CommandLineError) die(e.message);

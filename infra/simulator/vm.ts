@@ -2,7 +2,7 @@
 // while the VM runs), QMP monitors, migration. Usable in-process (many per Node process: no timers while
 // idle, the guest counter is computed from the clock) or as a process (main.ts).
 import { existsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { CommandLineError, DeviceConfig, NetdevConfig, ObjectConfig, parseArgs, PROGNAME, SimOptions, VmConfig } from './args';
+import { CommandLineError, DeviceConfig, errorLine, NetdevConfig, ObjectConfig, parseArgs, SimOptions, VmConfig } from './args';
 import { executeCommand } from './commands';
 import { BackendKind, compareVersions } from './dialects';
 import { DEVICE_MODELS, DeviceModel, defaultMac, parseBool, pciSlot } from './devices';
@@ -365,7 +365,7 @@ export class SimulatedQemu {
   }
 
   stderr(line: string): void {
-    if (!this.dead) this.stderrSink(`${PROGNAME}: ${line}\n`);
+    if (!this.dead) this.stderrSink(errorLine(line, this.cfg.msgTimestamp));
   }
 
   // ------------------------------------------------------------------------------------------------------

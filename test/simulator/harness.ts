@@ -1,25 +1,41 @@
 // Test harness for the QEMU simulator: build it once, spawn simulated QEMU processes through the
 // executable launcher (infra/simulator/qemu-sim.js), talk QMP with the simulator's tiny raw client.
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { projectRoot } from '../../infra/real-parts';
+import { launchSimulatedQemu, SimulatedQemu } from '../../infra/simulator';
 import { RawQmp } from '../../infra/simulator/raw-qmp';
 
 export const LAUNCHER = path.join(projectRoot, 'infra', 'simulator', 'qemu-sim.js');
 
-/** Compile the simulator into dist/ unless every compiled file is newer than its source. */
+/**
+ * Where the tests' own build of the simulator goes. Not dist/: other builds write there concurrently.
+ * Inside the project, so the simulator finds test/fixtures/schemas above itself.
+ */
+export const BUILD_DIR = path.join(projectRoot, '.cache', 'sim-build');
+
+/**
+ * Transpile the simulator (and the one file it imports from infra/) into BUILD_DIR, each file written
+ * atomically; type checking is `npm run typecheck`'s job. The launcher runs it through QEMU_SIM_MAIN.
+ */
 export function buildSimulator(): void {
+  const ts = require('typescript') as typeof import('typescript');
   const srcDir = path.join(projectRoot, 'infra', 'simulator');
-  const sources = [...readdirSync(srcDir).filter((f) => f.endsWith('.ts')).map((f) => path.join(srcDir, f)), path.join(projectRoot, 'infra', 'real-parts.ts')];
-  const compiled = (f: string) => path.join(projectRoot, 'dist', path.relative(projectRoot, f).replace(/\.ts$/, '.js'));
-  const fresh = sources.every((f) => existsSync(compiled(f)) && statSync(compiled(f)).mtimeMs >= statSync(f).mtimeMs);
-  if (fresh) return;
-  const tsc = path.join(projectRoot, 'node_modules', 'typescript', 'bin', 'tsc');
-  execFileSync(process.execPath, [tsc, '-p', path.join(projectRoot, 'infra', 'simulator', 'tsconfig.json')], {
-    cwd: projectRoot,
-    stdio: 'pipe',
-  });
+  const files = [...readdirSync(srcDir).filter((f) => f.endsWith('.ts')).map((f) => path.join(srcDir, f)), path.join(projectRoot, 'infra', 'real-parts.ts')];
+  for (const f of files) {
+    const out = path.join(BUILD_DIR, path.relative(projectRoot, f).replace(/\.ts$/, '.js'));
+    const js = ts.transpileModule(readFileSync(f, 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+      fileName: f,
+    }).outputText;
+    mkdirSync(path.dirname(out), { recursive: true });
+    if (existsSync(out) && readFileSync(out, 'utf8') === js) continue;
+    const tmp = `${out}.${process.pid}.tmp`;
+    writeFileSync(tmp, js);
+    renameSync(tmp, out);
+  }
+  process.env.QEMU_SIM_MAIN = path.join(BUILD_DIR, 'infra', 'simulator', 'main.js');
 }
 
 /** The counter guest's boot sector (DESIGN.md), as a raw image. */
@@ -91,6 +107,21 @@ export interface RunningSim extends SimProcess {
   qmpPath: string;
 }
 
+/** A simulated QEMU in this Node process (same QMP, sockets and ledger; no process of its own). */
+export interface InProcessSim {
+  vm: SimulatedQemu;
+  qmp: RawQmp;
+  qmpPath: string;
+  stderr(): string;
+}
+
+export async function startInProcess(spec: VmSpec): Promise<InProcessSim> {
+  const { argv, qmp } = vmArgv(spec);
+  let err = '';
+  const vm = await launchSimulatedQemu(argv, { stderr: (t) => void (err += t) });
+  return { vm, qmp: await RawQmp.connect(qmp), qmpPath: qmp, stderr: () => err };
+}
+
 /** Spawn and connect (negotiated). */
 export async function startSim(spec: VmSpec): Promise<RunningSim> {
   const { argv, qmp } = vmArgv(spec);
@@ -127,7 +158,12 @@ export async function until<T>(f: () => Promise<T> | T, pred: (v: T) => boolean,
   }
 }
 
-/** Kill whatever is still running at the end of a test. */
-export function reap(procs: Array<{ proc: ChildProcess }>): void {
-  for (const p of procs) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
+/** End whatever is still running at the end of a test. */
+export async function reap(sims: Array<{ proc: ChildProcess } | InProcessSim>): Promise<void> {
+  for (const s of sims) {
+    if ('vm' in s) {
+      s.qmp.close();
+      await s.vm.stop();
+    } else if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
+  }
 }
