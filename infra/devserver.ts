@@ -157,7 +157,10 @@ async function waitReady(
     }
     let conn: Connection | undefined;
     try {
-      conn = await Connection.connect({ address, connectTimeout: Math.max(500, Math.min(2_000, deadline - Date.now())) });
+      conn = await Connection.connect({
+        address,
+        connectTimeout: Math.max(500, Math.min(2_000, deadline - Date.now())),
+      });
       await conn.workflowService.describeNamespace({ namespace });
       if (searchAttributes.length) {
         const { customAttributes } = await conn.operatorService.listSearchAttributes({ namespace });

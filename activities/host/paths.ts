@@ -34,7 +34,8 @@ export function recordFile(runtimeDir: string, vmId: string): string {
 /** A socket of one QEMU process of a VM, e.g. `run/<vmId>.3.qmp` for the QMP socket of generation 3. */
 export function socketPath(runtimeDir: string, vmId: string, generation: number, kind: 'qmp' | 'mig' | 'cpr'): string {
   assertSafeId(vmId, 'id');
-  if (!Number.isSafeInteger(generation) || generation < 1) throw new ConfigError('generation', `invalid generation ${generation}`);
+  if (!Number.isSafeInteger(generation) || generation < 1)
+    throw new ConfigError('generation', `invalid generation ${generation}`);
   return checkSocketPath(path.join(runtimeSubdir(runtimeDir, 'run'), `${vmId}.${generation}.${kind}`));
 }
 

@@ -22,7 +22,7 @@ export interface LaunchQemuOptions {
   /** Until the process is ready. Default 30 s. */
   timeoutMs?: number;
   /**
-   * What "ready" means: the QMP socket accepts a connection (default), or, for a cpr-transfer destination
+   * What "ready" means: the QMP socket greets a client (default), or, for a cpr-transfer destination
    * whose monitor only comes up once the source migrates, a socket file exists (nothing connects to it).
    */
   ready?: 'qmp' | { socketFile: string };
@@ -71,6 +71,30 @@ export function canConnect(sock: string, timeoutMs = 500): Promise<boolean> {
   });
 }
 
+/**
+ * Resolves true when a QMP server on the socket sends its greeting within `timeoutMs`. A bare connect is not
+ * enough: QEMU listens before it has processed the rest of its command line (and may still exit), but
+ * greets only from its main loop.
+ */
+export function qmpGreets(sock: string, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createConnection({ path: sock });
+    let buf = '';
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(ok);
+    };
+    const t = setTimeout(() => done(false), timeoutMs);
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      if (buf.includes('\n')) done(/^\s*\{\s*"QMP"/.test(buf));
+    });
+    s.once('error', () => done(false));
+    s.once('close', () => done(false));
+  });
+}
+
 async function isSocketFile(p: string): Promise<boolean> {
   try {
     return (await lstat(p)).isSocket();
@@ -108,7 +132,10 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
   const fd = openSync(logFile, 'a', 0o600);
   let child;
   try {
-    writeSync(fd, `--- ${new Date().toISOString()} launching ${o.role} of ${o.vmId} (generation ${o.generation}): ${o.binary} ${o.args.join(' ')}\n`);
+    writeSync(
+      fd,
+      `--- ${new Date().toISOString()} launching ${o.role} of ${o.vmId} (generation ${o.generation}): ${o.binary} ${o.args.join(' ')}\n`,
+    );
     child = spawn(o.binary, o.args, {
       detached: true,
       stdio: ['ignore', fd, fd],
@@ -139,10 +166,16 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
         exit.signal,
       );
     }
-    if (readySocket ? await isSocketFile(readySocket) : await canConnect(qmpSocket)) return { pid, qmpSocket, logFile };
+    const ready = readySocket
+      ? await isSocketFile(readySocket)
+      : (await isSocketFile(qmpSocket)) && (await qmpGreets(qmpSocket));
+    if (ready && !exit) return { pid, qmpSocket, logFile };
     if (Date.now() > deadline) {
       await killQemu(pid, { graceMs: 0 });
-      throw new QemuLaunchError(`QEMU ${o.role} of ${o.vmId} not ready after ${timeoutMs} ms; killed it`, logTail(logFile));
+      throw new QemuLaunchError(
+        `QEMU ${o.role} of ${o.vmId} not ready after ${timeoutMs} ms; killed it`,
+        logTail(logFile),
+      );
     }
     await sleep(25);
   }

@@ -45,7 +45,10 @@ export function assertSafeId(id: unknown, what = 'id'): string {
 function issueMessage(issue: z.core.$ZodIssue): { field: string; detail: string } {
   const segs = issue.path.map(String);
   if (issue.code === 'unrecognized_keys') {
-    return { field: [...segs, issue.keys[0]].join('.'), detail: `unknown field${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}` };
+    return {
+      field: [...segs, issue.keys[0]].join('.'),
+      detail: `unknown field${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`,
+    };
   }
   if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) {
     return { field: segs.join('.'), detail: 'is required' };

@@ -61,15 +61,26 @@ export async function launchVm({ config, spec, auxRamShare = 'auto' }: LaunchVmO
   return withLaunchLock(config, spec.id, async () => {
     const existing = await readVmRecord(rt, spec.id);
     if (existing && isProcessAlive(existing.pid, existing.qmpSocket)) {
-      throw new VmAlreadyRunningError(`VM ${spec.id} is already running (pid ${existing.pid}, generation ${existing.generation})`);
+      throw new VmAlreadyRunningError(
+        `VM ${spec.id} is already running (pid ${existing.pid}, generation ${existing.generation})`,
+      );
     }
     const generation = existing ? existing.generation + 1 : 1;
     const sharedRam = spec.memoryShared && spec.memoryBackend !== 'ram';
-    const aux = auxRamShare === 'auto' ? sharedRam && (await machineHasProperty(bin, spec.machine, 'aux-ram-share')) : auxRamShare;
+    const aux =
+      auxRamShare === 'auto'
+        ? sharedRam && (await machineHasProperty(bin, spec.machine, 'aux-ram-share'))
+        : auxRamShare;
     const mem = spec.memoryBackend === 'file' ? memFile(rt, spec.id) : undefined;
     if (mem) await ensurePrivateDir(path.dirname(mem));
     const qmpSocket = socketPath(rt, spec.id, generation, 'qmp');
-    const args = buildQemuArgs(spec, { mode: 'source', qmpSocket, dataDirs: bin.dataDirs, auxRamShare: aux, memFile: mem });
+    const args = buildQemuArgs(spec, {
+      mode: 'source',
+      qmpSocket,
+      dataDirs: bin.dataDirs,
+      auxRamShare: aux,
+      memFile: mem,
+    });
     const launched = await launchQemu({
       binary: bin.path,
       args,
@@ -84,7 +95,10 @@ export async function launchVm({ config, spec, auxRamShare = 'auto' }: LaunchVmO
       const qmp = await QmpClient.connect(launched.qmpSocket, { timeoutMs: config.limits.qmpTimeoutMs });
       let machineType: string;
       try {
-        machineType = String(await qmp.execute('qom-get', { path: '/machine', property: 'type' })).replace(/-machine$/, '');
+        machineType = String(await qmp.execute('qom-get', { path: '/machine', property: 'type' })).replace(
+          /-machine$/,
+          '',
+        );
       } finally {
         await qmp.close();
       }

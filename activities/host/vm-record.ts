@@ -54,14 +54,20 @@ export async function readVmRecord(runtimeDir: string, vmId: string): Promise<Vm
   return rec;
 }
 
-export async function writeVmRecord(runtimeDir: string, record: VmRecord, options: WriteRecordOptions = {}): Promise<void> {
+export async function writeVmRecord(
+  runtimeDir: string,
+  record: VmRecord,
+  options: WriteRecordOptions = {},
+): Promise<void> {
   const rec = validate(VmRecordSchema, record, `VM record ${record.id}`);
   await ensurePrivateDir(runtimeSubdir(runtimeDir, 'vms'));
   if (options.expectGeneration !== undefined) {
     const current = await readVmRecord(runtimeDir, rec.id);
     const have = current ? current.generation : 'absent';
     if (have !== options.expectGeneration) {
-      throw new RecordConflictError(`VM record ${rec.id}: expected generation ${options.expectGeneration}, found ${have}`);
+      throw new RecordConflictError(
+        `VM record ${rec.id}: expected generation ${options.expectGeneration}, found ${have}`,
+      );
     }
   }
   await writeFileAtomic(recordFile(runtimeDir, rec.id), `${JSON.stringify(rec, null, 2)}\n`);

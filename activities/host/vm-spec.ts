@@ -4,17 +4,24 @@ import { z } from 'zod';
 import { dialectByName, type DialectName } from '../capabilities/dialects';
 import { absPath, ConfigError, parseYamlText, qemuId, safeId, safeLabel, validate } from './validate';
 
-const machineName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a QEMU machine type such as pc-i440fx-7.2');
+const machineName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a QEMU machine type such as pc-i440fx-7.2');
 const driverName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a QEMU device driver name');
 const ifName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be a network interface name (at most 15 characters)');
 
-export const DriveSchema = z.strictObject({
-  id: qemuId,
-  file: absPath,
-  format: z.enum(['raw', 'qcow2']),
-  interface: z.enum(['ide', 'virtio', 'none']),
-  readonly: z.boolean().default(false),
-});
+export const DriveSchema = z
+  .strictObject({
+    id: qemuId,
+    file: absPath,
+    format: z.enum(['raw', 'qcow2']),
+    interface: z.enum(['ide', 'virtio', 'none']),
+    readonly: z.boolean().default(false),
+  })
+  .refine((d) => !(d.readonly && d.interface === 'ide'), {
+    message: 'an IDE disk cannot be read-only',
+    path: ['readonly'],
+  });
 
 export const NetdevSchema = z
   .strictObject({
@@ -28,10 +35,14 @@ export const NetdevSchema = z
     chardevPath: absPath.optional(),
   })
   .superRefine((n, ctx) => {
-    if (n.type !== 'tap' && n.ifname !== undefined) ctx.addIssue({ code: 'custom', path: ['ifname'], message: 'only for type tap' });
-    if (n.type !== 'tap' && n.vnetHdr !== undefined) ctx.addIssue({ code: 'custom', path: ['vnetHdr'], message: 'only for type tap' });
-    if (n.type === 'vhost-user' && !n.chardevPath) ctx.addIssue({ code: 'custom', path: ['chardevPath'], message: 'is required for type vhost-user' });
-    if (n.type !== 'vhost-user' && n.chardevPath) ctx.addIssue({ code: 'custom', path: ['chardevPath'], message: 'only for type vhost-user' });
+    if (n.type !== 'tap' && n.ifname !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['ifname'], message: 'only for type tap' });
+    if (n.type !== 'tap' && n.vnetHdr !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['vnetHdr'], message: 'only for type tap' });
+    if (n.type === 'vhost-user' && !n.chardevPath)
+      ctx.addIssue({ code: 'custom', path: ['chardevPath'], message: 'is required for type vhost-user' });
+    if (n.type !== 'vhost-user' && n.chardevPath)
+      ctx.addIssue({ code: 'custom', path: ['chardevPath'], message: 'only for type vhost-user' });
   });
 
 export const DeviceSchema = z.strictObject({
@@ -44,13 +55,19 @@ export const DeviceSchema = z.strictObject({
 export const VmSpecSchema = z
   .strictObject({
     id: safeId,
-    name: z.string().regex(/^[A-Za-z0-9 ._-]{1,64}$/, 'must be at most 64 letters, digits, spaces, . _ -').optional(),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9 ._-]{1,64}$/, 'must be at most 64 letters, digits, spaces, . _ -')
+      .optional(),
     /** Version label of an allow-listed binary of the host config. */
     binary: safeLabel,
     /** Machine type; an alias (`pc`, `q35`) is allowed at first launch, never for a migration destination. */
     machine: machineName,
     accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
-    memoryMiB: z.int().min(16).max(16 * 1024 * 1024),
+    memoryMiB: z
+      .int()
+      .min(16)
+      .max(16 * 1024 * 1024),
     memoryBackend: z.enum(['memfd', 'file', 'ram']).default('memfd'),
     memoryShared: z.boolean().default(true),
     cpus: z.int().min(1).max(1024).default(1),
@@ -70,12 +87,18 @@ export const VmSpecSchema = z
     const usedNetdevs = new Set<string>();
     s.devices.forEach((d, i) => {
       if (d.netdev !== undefined) {
-        if (!s.netdevs.some((n) => n.id === d.netdev)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'netdev'], message: `no netdev ${d.netdev}` });
-        if (usedNetdevs.has(d.netdev)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'netdev'], message: `netdev ${d.netdev} already used` });
+        if (!s.netdevs.some((n) => n.id === d.netdev))
+          ctx.addIssue({ code: 'custom', path: ['devices', i, 'netdev'], message: `no netdev ${d.netdev}` });
+        if (usedNetdevs.has(d.netdev))
+          ctx.addIssue({ code: 'custom', path: ['devices', i, 'netdev'], message: `netdev ${d.netdev} already used` });
         usedNetdevs.add(d.netdev);
       }
       if (d.drive !== undefined && !s.drives.some((x) => x.id === d.drive && x.interface === 'none')) {
-        ctx.addIssue({ code: 'custom', path: ['devices', i, 'drive'], message: `no drive ${d.drive} with interface none` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['devices', i, 'drive'],
+          message: `no drive ${d.drive} with interface none`,
+        });
       }
     });
     if (s.netdevs.some((n) => n.type === 'vhost-user') && !(s.memoryShared && s.memoryBackend !== 'ram')) {
@@ -136,7 +159,10 @@ const MACHINE_ALIASES = new Set(['pc', 'q35', 'microvm', 'isapc']);
 export function concreteMachineType(type: string): string {
   const t = type.replace(/-machine$/, '');
   if (MACHINE_ALIASES.has(t) || !/^[a-z0-9][a-z0-9._-]*-\d+\.\d+$/.test(t)) {
-    throw new ConfigError('machineType', `${JSON.stringify(type)} is not a concrete versioned machine type (e.g. pc-i440fx-7.2)`);
+    throw new ConfigError(
+      'machineType',
+      `${JSON.stringify(type)} is not a concrete versioned machine type (e.g. pc-i440fx-7.2)`,
+    );
   }
   return t;
 }
@@ -153,7 +179,8 @@ const onOff = (b: boolean) => (b ? 'on' : 'off');
 const unixAddr = (p: string) => ({ transport: 'socket', type: 'unix', path: p });
 
 function checkSocketArg(p: string, field: string): void {
-  if (!p.startsWith('/') || p.includes(',') || p.includes('\0')) throw new ConfigError(field, `socket path ${JSON.stringify(p)} must be absolute, without commas`);
+  if (!p.startsWith('/') || p.includes(',') || p.includes('\0'))
+    throw new ConfigError(field, `socket path ${JSON.stringify(p)} must be absolute, without commas`);
 }
 
 /** Pure: the argv (without the binary) that starts `spec` as a source VM or as a migration destination. */
@@ -163,9 +190,11 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
   const dialect = o.dialect ?? 'none';
   const transfer = new Set(dst?.transferBackends ?? []);
   for (const id of transfer) {
-    if (!spec.netdevs.some((n) => n.id === id)) throw new ConfigError('transferBackends', `no netdev ${id} in VM ${spec.id}`);
+    if (!spec.netdevs.some((n) => n.id === id))
+      throw new ConfigError('transferBackends', `no netdev ${id} in VM ${spec.id}`);
   }
-  if (transfer.size && dialect === 'none') throw new ConfigError('transferBackends', 'dialect none cannot transfer backends');
+  if (transfer.size && dialect === 'none')
+    throw new ConfigError('transferBackends', 'dialect none cannot transfer backends');
   const permit = o.tapPermitOption ?? dialectByName('local').tapPermitOptions?.[0] ?? 'x-permit-local-migration';
 
   const args: string[] = [];
@@ -175,7 +204,10 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
   args.push('-msg', 'timestamp=on');
 
   const machine = dst ? concreteMachineType(dst.machineType) : spec.machine;
-  args.push('-machine', opts(machine, { 'memory-backend': 'pc.ram', 'aux-ram-share': o.auxRamShare ? 'on' : undefined }));
+  args.push(
+    '-machine',
+    opts(machine, { 'memory-backend': 'pc.ram', 'aux-ram-share': o.auxRamShare ? 'on' : undefined }),
+  );
   if (spec.accel === 'auto') args.push('-accel', 'kvm', '-accel', 'tcg');
   else args.push('-accel', spec.accel);
   args.push('-smp', String(spec.cpus), '-m', `${spec.memoryMiB}M`);
@@ -192,7 +224,12 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
   }
 
   for (const d of spec.drives) {
-    args.push('-drive', kv({ id: d.id, file: d.file, format: d.format, if: d.interface, readonly: d.readonly ? 'on' : undefined }).join(','));
+    args.push(
+      '-drive',
+      kv({ id: d.id, file: d.file, format: d.format, if: d.interface, readonly: d.readonly ? 'on' : undefined }).join(
+        ',',
+      ),
+    );
   }
 
   for (const n of spec.netdevs) {
@@ -222,7 +259,10 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
 
   for (const d of spec.devices) {
     const bt = dialect === 'backend-transfer-bool' && d.netdev !== undefined && transfer.has(d.netdev);
-    args.push('-device', opts(d.driver, { id: d.id, netdev: d.netdev, drive: d.drive, 'backend-transfer': bt ? 'on' : undefined }));
+    args.push(
+      '-device',
+      opts(d.driver, { id: d.id, netdev: d.netdev, drive: d.drive, 'backend-transfer': bt ? 'on' : undefined }),
+    );
   }
 
   if (dst) {

@@ -36,7 +36,12 @@ describe('host config', () => {
     expect(Object.keys(c.binaries)).toEqual(['7.2', '10.0.2']);
     expect(c.binaries['10.0.2']!.dataDirs).toHaveLength(2);
     expect(c.binaries['7.2']).toEqual({ path: '/usr/bin/qemu-system-x86_64', dataDirs: [], env: {} });
-    expect(c.limits).toEqual({ maxConcurrentMigrations: 1, qmpTimeoutMs: 10000, launchTimeoutMs: 30000, killGraceMs: 5000 });
+    expect(c.limits).toEqual({
+      maxConcurrentMigrations: 1,
+      qmpTimeoutMs: 10000,
+      launchTimeoutMs: 30000,
+      killGraceMs: 5000,
+    });
     expect(c.temporal).toEqual({ address: '127.0.0.1:7233', namespace: 'default' });
     expect(hostTaskQueue(c)).toBe('qemu-host.hv-01');
   });
@@ -59,7 +64,10 @@ describe('host config', () => {
     [/^limits\.maxConcurentMigrations: unknown field/, { ...base, limits: { maxConcurentMigrations: 2 } }],
     [/^limits\.maxConcurrentMigrations: /, { ...base, limits: { maxConcurrentMigrations: 0 } }],
     [/^temporal\.address: must be host:port/, { ...base, temporal: { address: 'no-port' } }],
-    [/^temporal\.tls\.clientCertFile: clientCertFile and clientKeyFile/, { ...base, temporal: { tls: { clientCertFile: '/c.pem' } } }],
+    [
+      /^temporal\.tls\.clientCertFile: clientCertFile and clientKeyFile/,
+      { ...base, temporal: { tls: { clientCertFile: '/c.pem' } } },
+    ],
     [/^temporal\.apiKey: give apiKey or apiKeyEnv/, { ...base, temporal: { apiKey: 'k', apiKeyEnv: 'K' } }],
     [/^extraArgs: unknown field/, { ...base, extraArgs: ['-S'] }],
   ])('rejects with a one-line error naming the field: %s', (re, data) => {

@@ -46,7 +46,10 @@ describe('launchQemu / killQemu', () => {
     const stat = readFileSync(`/proc/${q.pid}/stat`, 'utf8');
     const [, , , session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     expect(Number(session)).toBe(q.pid); // setsid: its own session
-    const envNames = readFileSync(`/proc/${q.pid}/environ`, 'utf8').split('\0').filter(Boolean).map((kv) => kv.split('=')[0]);
+    const envNames = readFileSync(`/proc/${q.pid}/environ`, 'utf8')
+      .split('\0')
+      .filter(Boolean)
+      .map((kv) => kv.split('=')[0]);
     expect(envNames).toEqual(['PATH']); // nothing of the worker's environment (e.g. API keys) leaks
     expect(await killQemu(q.pid, { graceMs: 2000 })).toBe('terminated');
     expect(isProcessAlive(q.pid)).toBe(false);
@@ -58,7 +61,9 @@ describe('launchQemu / killQemu', () => {
 
   it('throws with the log tail and exit code when the process dies before it is ready', async () => {
     const rt = path.join(tmp(), 'rt2');
-    const err = await launchQemu(opts(script('crash.sh', 'echo "qemu: -drive: could not open disk" >&2; exit 3'), rt)).catch((e) => e);
+    const err = await launchQemu(
+      opts(script('crash.sh', 'echo "qemu: -drive: could not open disk" >&2; exit 3'), rt),
+    ).catch((e) => e);
     expect(err).toBeInstanceOf(QemuLaunchError);
     expect(err.message).toMatch(/exited before it was ready \(code 3, signal null\); log tail:\n/);
     expect(err.logTail).toContain('could not open disk');
@@ -91,8 +96,12 @@ describe('launchQemu / killQemu', () => {
     const again = await launchQemu(opts(fakeQemu(), rt));
     await killQemu(again.pid, { graceMs: 1000 });
 
-    await expect(launchQemu({ ...opts(fakeQemu(), rt), args: [] })).rejects.toThrow(/args must carry -qmp unix:.*vm1\.1\.qmp,server=on,wait=off/);
-    await expect(launchQemu(opts('/nonexistent/qemu', rt))).rejects.toThrow(/QEMU binary \/nonexistent\/qemu is missing or not executable/);
+    await expect(launchQemu({ ...opts(fakeQemu(), rt), args: [] })).rejects.toThrow(
+      /args must carry -qmp unix:.*vm1\.1\.qmp,server=on,wait=off/,
+    );
+    await expect(launchQemu(opts('/nonexistent/qemu', rt))).rejects.toThrow(
+      /QEMU binary \/nonexistent\/qemu is missing or not executable/,
+    );
   });
 
   it('reports a dead or bogus pid as not alive', () => {

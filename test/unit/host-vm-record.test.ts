@@ -2,7 +2,14 @@ import { chmodSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node
 import path from 'node:path';
 import { logFile, memFile, recordFile, socketPath } from '../../activities/host/paths';
 import { ConfigError } from '../../activities/host/validate';
-import { deleteVmRecord, listVmRecords, readVmRecord, RecordConflictError, writeVmRecord, type VmRecord } from '../../activities/host/vm-record';
+import {
+  deleteVmRecord,
+  listVmRecords,
+  readVmRecord,
+  RecordConflictError,
+  writeVmRecord,
+  type VmRecord,
+} from '../../activities/host/vm-record';
 import { parseVmSpec } from '../../activities/host/vm-spec';
 import { useTmpDir } from '../helpers/tmp';
 
@@ -39,7 +46,9 @@ describe('runtime paths', () => {
 
   it('fails clearly when a socket path would not fit in sun_path', () => {
     const longDir = `/${'d'.repeat(93)}`;
-    expect(() => socketPath(longDir, 'vm1', 1, 'qmp')).toThrow(/runtimeDir: socket path .* is 108 bytes, over the 107-byte limit of UNIX sockets/);
+    expect(() => socketPath(longDir, 'vm1', 1, 'qmp')).toThrow(
+      /runtimeDir: socket path .* is 108 bytes, over the 107-byte limit of UNIX sockets/,
+    );
     expect(socketPath(`/${'d'.repeat(92)}`, 'vm1', 1, 'qmp')).toHaveLength(107);
   });
 });
@@ -70,7 +79,9 @@ describe('VM records', () => {
     await writeVmRecord(rt, record('vm1'), { expectGeneration: 'absent' });
     await expect(writeVmRecord(rt, record('vm1'), { expectGeneration: 'absent' })).rejects.toThrow(RecordConflictError);
     await writeVmRecord(rt, record('vm1', 2), { expectGeneration: 1 });
-    await expect(writeVmRecord(rt, record('vm1', 3), { expectGeneration: 1 })).rejects.toThrow(/expected generation 1, found 2/);
+    await expect(writeVmRecord(rt, record('vm1', 3), { expectGeneration: 1 })).rejects.toThrow(
+      /expected generation 1, found 2/,
+    );
     expect((await readVmRecord(rt, 'vm1'))?.generation).toBe(2);
   });
 
@@ -91,7 +102,9 @@ describe('VM records', () => {
     const rt = path.join(tmp(), 'rt5');
     await expect(writeVmRecord(rt, { ...record('vm1'), pid: -1 })).rejects.toThrow(/^VM record vm1: pid: /);
     await expect(writeVmRecord(rt, { ...record('vm1'), id: '../../etc/passwd' })).rejects.toThrow(/id: must match/);
-    await expect(writeVmRecord(rt, { ...record('vm1'), spec: { ...record('vm1').spec, id: 'other' } })).rejects.toThrow(/spec\.id: must equal id/);
+    await expect(writeVmRecord(rt, { ...record('vm1'), spec: { ...record('vm1').spec, id: 'other' } })).rejects.toThrow(
+      /spec\.id: must equal id/,
+    );
     await writeVmRecord(rt, record('vm1'));
     writeFileSync(recordFile(rt, 'vm1'), '{"id": "vm1"');
     await expect(readVmRecord(rt, 'vm1')).rejects.toThrow(new RegExp(`^${recordFile(rt, 'vm1')}: corrupt VM record`));

@@ -57,13 +57,39 @@ describe('VM spec', () => {
     [/^binary: must be a version label/, { ...minimal, binary: '/usr/bin/qemu' }],
     [/^machine: must be a QEMU machine type/, { ...minimal, machine: 'pc,accel=kvm' }],
     [/^memoryBackend: /, { ...minimal, memoryBackend: 'hugetlb' }],
-    [/^drives\.0\.file: must be an absolute path/, { ...minimal, drives: [{ id: 'd', file: 'x.img', format: 'raw', interface: 'ide' }] }],
-    [/^drives\.0\.file: must not contain NUL or commas/, { ...minimal, drives: [{ id: 'd', file: '/a,b', format: 'raw', interface: 'ide' }] }],
+    [
+      /^drives\.0\.file: must be an absolute path/,
+      { ...minimal, drives: [{ id: 'd', file: 'x.img', format: 'raw', interface: 'ide' }] },
+    ],
+    [
+      /^drives\.0\.readonly: an IDE disk cannot be read-only/,
+      { ...minimal, drives: [{ id: 'd', file: '/a', format: 'raw', interface: 'ide', readonly: true }] },
+    ],
+    [
+      /^drives\.0\.file: must not contain NUL or commas/,
+      { ...minimal, drives: [{ id: 'd', file: '/a,b', format: 'raw', interface: 'ide' }] },
+    ],
     [/^netdevs\.0\.ifname: only for type tap/, { ...minimal, netdevs: [{ id: 'n', type: 'user', ifname: 'x' }] }],
-    [/^netdevs\.0\.chardevPath: is required for type vhost-user/, { ...minimal, netdevs: [{ id: 'n', type: 'vhost-user' }] }],
+    [
+      /^netdevs\.0\.chardevPath: is required for type vhost-user/,
+      { ...minimal, netdevs: [{ id: 'n', type: 'vhost-user' }] },
+    ],
     [/^devices\.0\.netdev: no netdev n9/, { ...minimal, devices: [{ id: 'd', driver: 'e1000', netdev: 'n9' }] }],
-    [/^devices\.1\.id: duplicate id n/, { ...minimal, netdevs: [{ id: 'n', type: 'user' }], devices: [{ id: 'a', driver: 'e1000' }, { id: 'n', driver: 'e1000' }] }],
-    [/^memoryShared: vhost-user needs shared/, { ...minimal, memoryShared: false, netdevs: [{ id: 'n', type: 'vhost-user', chardevPath: '/s' }] }],
+    [
+      /^devices\.1\.id: duplicate id n/,
+      {
+        ...minimal,
+        netdevs: [{ id: 'n', type: 'user' }],
+        devices: [
+          { id: 'a', driver: 'e1000' },
+          { id: 'n', driver: 'e1000' },
+        ],
+      },
+    ],
+    [
+      /^memoryShared: vhost-user needs shared/,
+      { ...minimal, memoryShared: false, netdevs: [{ id: 'n', type: 'vhost-user', chardevPath: '/s' }] },
+    ],
   ])('rejects %s', (re, data) => {
     expect(configError(() => parseVmSpec(data)).message).toMatch(re);
   });
@@ -79,6 +105,7 @@ describe('VM spec', () => {
 
 describe('buildQemuArgs, source', () => {
   it('builds the full command line', () => {
+    // prettier-ignore
     expect(buildQemuArgs(parseVmSpec(full), { mode: 'source', qmpSocket: qmp })).toEqual([
       '-name', 'guest=vm1', '-nodefaults', '-no-user-config', '-display', 'none',
       '-qmp', `unix:${qmp},server=on,wait=off`,
@@ -92,15 +119,22 @@ describe('buildQemuArgs, source', () => {
       '-netdev', 'user,id=net1',
       '-device', 'virtio-net-pci,id=nic0,netdev=net0',
       '-device', 'e1000,id=nic1,netdev=net1',
-    ]); // prettier-ignore
+    ]);
   });
 
   it('passes -L per data dir, aux-ram-share only when asked, kvm with tcg fallback for auto', () => {
-    const args = buildQemuArgs(parseVmSpec(minimal), { mode: 'source', qmpSocket: qmp, dataDirs: ['/q/share', '/q/bios'], auxRamShare: true });
+    const args = buildQemuArgs(parseVmSpec(minimal), {
+      mode: 'source',
+      qmpSocket: qmp,
+      dataDirs: ['/q/share', '/q/bios'],
+      auxRamShare: true,
+    });
     expect(args.slice(0, 4)).toEqual(['-L', '/q/share', '-L', '/q/bios']);
     expect(values(args, '-machine')).toEqual(['pc-i440fx-7.2,memory-backend=pc.ram,aux-ram-share=on']);
     expect(values(args, '-accel')).toEqual(['kvm', 'tcg']);
-    expect(values(buildQemuArgs(parseVmSpec(minimal), { mode: 'source', qmpSocket: qmp }), '-machine')).toEqual(['pc-i440fx-7.2,memory-backend=pc.ram']);
+    expect(values(buildQemuArgs(parseVmSpec(minimal), { mode: 'source', qmpSocket: qmp }), '-machine')).toEqual([
+      'pc-i440fx-7.2,memory-backend=pc.ram',
+    ]);
     expect(args).not.toContain('-incoming');
     expect(args).not.toContain('-S');
   });
@@ -108,11 +142,13 @@ describe('buildQemuArgs, source', () => {
   it('builds file and private RAM backends; file needs a memFile', () => {
     const file = parseVmSpec({ ...minimal, memoryBackend: 'file' });
     expect(() => buildQemuArgs(file, { mode: 'source', qmpSocket: qmp })).toThrow(/memFile: memoryBackend file needs/);
-    expect(values(buildQemuArgs(file, { mode: 'source', qmpSocket: qmp, memFile: '/r/mem/vm1.ram' }), '-object')).toEqual([
-      'memory-backend-file,id=pc.ram,size=64M,mem-path=/r/mem/vm1.ram,share=on',
-    ]);
+    expect(
+      values(buildQemuArgs(file, { mode: 'source', qmpSocket: qmp, memFile: '/r/mem/vm1.ram' }), '-object'),
+    ).toEqual(['memory-backend-file,id=pc.ram,size=64M,mem-path=/r/mem/vm1.ram,share=on']);
     const ram = parseVmSpec({ ...minimal, memoryBackend: 'ram', memoryShared: false });
-    expect(values(buildQemuArgs(ram, { mode: 'source', qmpSocket: qmp }), '-object')).toEqual(['memory-backend-ram,id=pc.ram,size=64M,share=off']);
+    expect(values(buildQemuArgs(ram, { mode: 'source', qmpSocket: qmp }), '-object')).toEqual([
+      'memory-backend-ram,id=pc.ram,size=64M,share=off',
+    ]);
   });
 
   it('adds vhost-user through a socket chardev', () => {
@@ -123,12 +159,21 @@ describe('buildQemuArgs, source', () => {
   });
 
   it('permits local migration of taps in the local dialect', () => {
-    const args = buildQemuArgs(parseVmSpec(full), { mode: 'source', qmpSocket: qmp, dialect: 'local', tapPermitOption: 'local-migration-supported' });
-    expect(values(args, '-netdev')[0]).toBe('tap,id=net0,ifname=tap-vm1,script=no,downscript=no,vnet_hdr=on,local-migration-supported=on');
+    const args = buildQemuArgs(parseVmSpec(full), {
+      mode: 'source',
+      qmpSocket: qmp,
+      dialect: 'local',
+      tapPermitOption: 'local-migration-supported',
+    });
+    expect(values(args, '-netdev')[0]).toBe(
+      'tap,id=net0,ifname=tap-vm1,script=no,downscript=no,vnet_hdr=on,local-migration-supported=on',
+    );
   });
 
   it('refuses socket paths with commas', () => {
-    expect(() => buildQemuArgs(parseVmSpec(minimal), { mode: 'source', qmpSocket: '/a,b/q' })).toThrow(/qmpSocket: socket path/);
+    expect(() => buildQemuArgs(parseVmSpec(minimal), { mode: 'source', qmpSocket: '/a,b/q' })).toThrow(
+      /qmpSocket: socket path/,
+    );
   });
 });
 
@@ -150,12 +195,17 @@ describe('buildQemuArgs, destination', () => {
     expect(args.at(-1)).toBe('-S');
     expect(values(args, '-qmp')).toEqual(['unix:/run/qf/run/vm1.2.qmp,server=on,wait=off']);
     // dialect none: every backend re-created as in the source
-    expect(values(args, '-netdev')).toEqual(['tap,id=net0,ifname=tap-vm1,script=no,downscript=no,vnet_hdr=on', 'user,id=net1']);
+    expect(values(args, '-netdev')).toEqual([
+      'tap,id=net0,ifname=tap-vm1,script=no,downscript=no,vnet_hdr=on',
+      'user,id=net1',
+    ]);
   });
 
   it('never accepts a machine alias or unversioned type', () => {
     for (const t of ['pc', 'q35', 'pc-machine', 'microvm', 'weird']) {
-      expect(() => buildQemuArgs(parseVmSpec(minimal), { ...dst, machineType: t })).toThrow(/machineType: .* is not a concrete versioned machine type/);
+      expect(() => buildQemuArgs(parseVmSpec(minimal), { ...dst, machineType: t })).toThrow(
+        /machineType: .* is not a concrete versioned machine type/,
+      );
     }
     expect(concreteMachineType('pc-q35-10.0')).toBe('pc-q35-10.0');
   });
@@ -176,18 +226,32 @@ describe('buildQemuArgs, destination', () => {
 
   it('local dialect: a transferred tap comes without ifname/vnet_hdr and with the permit option; others re-created', () => {
     const args = buildQemuArgs(parseVmSpec(full), { ...dst, dialect: 'local', transferBackends: ['net0'] });
-    expect(values(args, '-netdev')).toEqual(['tap,id=net0,script=no,downscript=no,x-permit-local-migration=on', 'user,id=net1']);
+    expect(values(args, '-netdev')).toEqual([
+      'tap,id=net0,script=no,downscript=no,x-permit-local-migration=on',
+      'user,id=net1',
+    ]);
     expect(values(args, '-device')).toEqual(['virtio-net-pci,id=nic0,netdev=net0', 'e1000,id=nic1,netdev=net1']);
   });
 
   it('backend-transfer-bool: the device of a transferred backend gets backend-transfer=on', () => {
-    const args = buildQemuArgs(parseVmSpec(full), { ...dst, dialect: 'backend-transfer-bool', transferBackends: ['net0'] });
-    expect(values(args, '-device')).toEqual(['virtio-net-pci,id=nic0,netdev=net0,backend-transfer=on', 'e1000,id=nic1,netdev=net1']);
+    const args = buildQemuArgs(parseVmSpec(full), {
+      ...dst,
+      dialect: 'backend-transfer-bool',
+      transferBackends: ['net0'],
+    });
+    expect(values(args, '-device')).toEqual([
+      'virtio-net-pci,id=nic0,netdev=net0,backend-transfer=on',
+      'e1000,id=nic1,netdev=net1',
+    ]);
     expect(values(args, '-netdev')[0]).toBe('tap,id=net0,ifname=tap-vm1,script=no,downscript=no,vnet_hdr=on');
   });
 
   it('refuses to transfer under dialect none or an unknown backend', () => {
-    expect(() => buildQemuArgs(parseVmSpec(full), { ...dst, transferBackends: ['net0'] })).toThrow(/dialect none cannot transfer/);
-    expect(() => buildQemuArgs(parseVmSpec(full), { ...dst, dialect: 'local', transferBackends: ['net7'] })).toThrow(/no netdev net7/);
+    expect(() => buildQemuArgs(parseVmSpec(full), { ...dst, transferBackends: ['net0'] })).toThrow(
+      /dialect none cannot transfer/,
+    );
+    expect(() => buildQemuArgs(parseVmSpec(full), { ...dst, dialect: 'local', transferBackends: ['net7'] })).toThrow(
+      /no netdev net7/,
+    );
   });
 });
