@@ -213,3 +213,75 @@ export class FakeQmpPeer {
     if (existsSync(this.socketPath)) unlinkSync(this.socketPath);
   }
 }
+
+// ---- Schemas in each backend-transfer dialect, built by patching a real `query-qmp-schema` answer the way
+// activities/capabilities/dialects.ts expects the unmerged series to look. ---------------------------------
+
+export interface SchemaEntry {
+  name: string;
+  'meta-type': string;
+  [key: string]: unknown;
+}
+
+export type SyntheticDialect = 'backend-transfer-bool' | 'backend-transfer-list' | 'local';
+export type TapPermitOption = 'x-permit-local-migration' | 'local-migration-supported';
+
+export interface DialectPatch {
+  dialect: SyntheticDialect;
+  /** `local` only: tap options to add (default: the newest name). */
+  tapOptions?: TapPermitOption[];
+  /** `backend-transfer-list` only: describe `[str]` under an opaque numeric name, as QEMU does for objects. */
+  opaqueArrayName?: boolean;
+}
+
+function entry(schema: SchemaEntry[], name: string | undefined, what: string): SchemaEntry {
+  const e = schema.find((x) => x.name === name);
+  if (!e) throw new Error(`schema patch: no ${what} (${name})`);
+  return e;
+}
+
+/** Adds a member to the argument object of a command (in place). */
+export function addCommandArgMember(schema: SchemaEntry[], command: string, member: string, type: string): void {
+  const cmd = entry(schema, command, `command ${command}`);
+  const arg = entry(schema, cmd['arg-type'] as string | undefined, `argument type of ${command}`);
+  (arg.members as Array<Record<string, unknown>>).push({ name: member, type, default: null });
+}
+
+/** Adds an option to the `tap` case of `netdev_add`'s argument (in place). */
+export function addTapOption(schema: SchemaEntry[], option: string, type = 'bool'): void {
+  const cmd = entry(schema, 'netdev_add', 'command netdev_add');
+  const arg = entry(schema, cmd['arg-type'] as string | undefined, 'argument type of netdev_add');
+  const variants = arg.variants as Array<{ case: string; type: string }>;
+  const tap = entry(schema, variants.find((v) => v.case === 'tap')?.type, 'tap variant of netdev_add');
+  (tap.members as Array<Record<string, unknown>>).push({ name: option, type, default: null });
+}
+
+/** A deep copy of `base` that speaks the given dialect. */
+export function schemaInDialect(base: readonly SchemaEntry[], patch: DialectPatch): SchemaEntry[] {
+  const schema = structuredClone(base) as SchemaEntry[];
+  switch (patch.dialect) {
+    case 'backend-transfer-bool':
+      addCommandArgMember(schema, 'migrate-set-parameters', 'backend-transfer', 'bool');
+      break;
+    case 'backend-transfer-list': {
+      let arrayName = '[str]';
+      if (patch.opaqueArrayName) {
+        arrayName = '90001';
+        schema.push({ name: arrayName, 'meta-type': 'array', 'element-type': 'str' });
+      } else if (!schema.some((e) => e.name === '[str]')) {
+        schema.push({ name: '[str]', 'meta-type': 'array', 'element-type': 'str' });
+      }
+      addCommandArgMember(schema, 'migrate-set-parameters', 'backend-transfer', arrayName);
+      // query-backend-transfer-support: [{path: str}]
+      schema.push({ name: '90002', 'meta-type': 'object', members: [{ name: 'path', type: 'str' }] });
+      schema.push({ name: '[90002]', 'meta-type': 'array', 'element-type': '90002' });
+      schema.push({ name: 'query-backend-transfer-support', 'meta-type': 'command', 'arg-type': '0', 'ret-type': '[90002]' });
+      break;
+    }
+    case 'local':
+      addCommandArgMember(schema, 'migrate-set-parameters', 'local', 'bool');
+      for (const option of patch.tapOptions ?? ['x-permit-local-migration']) addTapOption(schema, option);
+      break;
+  }
+  return schema;
+}

@@ -158,3 +158,27 @@ function canConnect(socketPath: string): Promise<boolean> {
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+const schemaCache = new Map<string, unknown[]>();
+
+/**
+ * The `query-qmp-schema` answer of a real build, read once per test process from a QEMU started with
+ * `-machine none -S` (the schema does not depend on the machine).
+ */
+export async function realSchema(build: QemuBuild, dir: string): Promise<unknown[]> {
+  const cached = schemaCache.get(build.binary);
+  if (cached) return structuredClone(cached);
+  const vm = await launchQemu(build, { dir, name: `schema-${schemaCache.size}-${process.pid}`, args: ['-machine', 'none', '-S'] });
+  try {
+    const qmp = await vm.qmp();
+    try {
+      const schema = await qmp.execute<unknown[]>('query-qmp-schema');
+      schemaCache.set(build.binary, schema);
+      return structuredClone(schema);
+    } finally {
+      await qmp.close();
+    }
+  } finally {
+    await vm.kill();
+  }
+}
