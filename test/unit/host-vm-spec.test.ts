@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import {
   buildQemuArgs,
   concreteMachineType,
@@ -7,6 +9,7 @@ import {
   type VmSpecInput,
 } from '../../activities/host/vm-spec';
 import { ConfigError } from '../../activities/host/validate';
+import { projectRoot } from '../../infra/real-parts';
 
 const minimal: VmSpecInput = { id: 'vm1', binary: '7.2', machine: 'pc-i440fx-7.2', memoryMiB: 64 };
 const full: VmSpecInput = {
@@ -252,6 +255,17 @@ describe('buildQemuArgs, destination', () => {
     );
     expect(() => buildQemuArgs(parseVmSpec(full), { ...dst, dialect: 'local', transferBackends: ['net7'] })).toThrow(
       /no netdev net7/,
+    );
+  });
+});
+
+describe('examples', () => {
+  it('infra/examples/vm.yaml is a valid spec', () => {
+    const file = path.join(projectRoot, 'infra/examples/vm.yaml');
+    const s = parseVmSpecYaml(readFileSync(file, 'utf8'), file);
+    expect(s).toMatchObject({ id: 'web-01', binary: '7.2', machine: 'pc-i440fx-7.2', memoryMiB: 1024 });
+    expect(buildQemuArgs(s, { mode: 'source', qmpSocket: '/r/run/web-01.1.qmp' })).toContain(
+      'virtio-net-pci,id=nic0,netdev=net0',
     );
   });
 });
