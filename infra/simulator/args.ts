@@ -89,7 +89,8 @@ export interface MonitorConfig {
 }
 
 export type MigrationAddress = { transport: 'socket'; type: 'unix'; path: string };
-export type IncomingSpec = { kind: 'defer' } | { kind: 'main'; addr: MigrationAddress } | { kind: 'cpr'; addr: MigrationAddress };
+export type IncomingSpec =
+  { kind: 'defer' } | { kind: 'main'; addr: MigrationAddress } | { kind: 'cpr'; addr: MigrationAddress };
 
 export interface VmConfig {
   machine: { requested: string; type: string; props: Record<string, string | boolean> };
@@ -163,7 +164,15 @@ export function optsToRecord(o: Opts): Record<string, string> {
   return r;
 }
 
-const SIZE_SUFFIX: Record<string, number> = { k: 2 ** 10, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50, E: 2 ** 60 };
+const SIZE_SUFFIX: Record<string, number> = {
+  k: 2 ** 10,
+  K: 2 ** 10,
+  M: 2 ** 20,
+  G: 2 ** 30,
+  T: 2 ** 40,
+  P: 2 ** 50,
+  E: 2 ** 60,
+};
 
 /** `64`, `64M`, `1G`, `0x100`; `defaultUnit` applies to bare numbers (MiB for -m). */
 export function parseSize(text: string, defaultUnit = 1): number | undefined {
@@ -235,7 +244,15 @@ function coerceScalar(schema: ServedSchema, type: string, name: string, raw: str
 // ---------------------------------------------------------------------------------------------------------
 // The command line
 
-const FLAG_OPTIONS = new Set(['-S', '-daemonize', '-nodefaults', '-no-user-config', '-nographic', '-enable-kvm', '-no-shutdown']);
+const FLAG_OPTIONS = new Set([
+  '-S',
+  '-daemonize',
+  '-nodefaults',
+  '-no-user-config',
+  '-nographic',
+  '-enable-kvm',
+  '-no-shutdown',
+]);
 const VALUE_OPTIONS = new Set([
   '-machine',
   '-M',
@@ -262,7 +279,14 @@ const VALUE_OPTIONS = new Set([
 ]);
 
 function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
-  const sim: SimOptions = { dialect: DIALECTS.none, version: '10.1.50', faults: [], cpr: false, ramRateMbps: 2000, slowMs: SLOW_REPLY_MS };
+  const sim: SimOptions = {
+    dialect: DIALECTS.none,
+    version: '10.1.50',
+    faults: [],
+    cpr: false,
+    ramRateMbps: 2000,
+    slowMs: SLOW_REPLY_MS,
+  };
   let cprSet: boolean | undefined;
   let i = 0;
   for (; i < argv.length && argv[i].startsWith('--sim-'); i++) {
@@ -278,7 +302,8 @@ function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
       case '--sim-dialect': {
         const v = takeValue();
         const d = dialectByName(v);
-        if (!d) throw new CommandLineError(`${name} ${v}: unknown dialect (expected ${Object.keys(DIALECTS).join(', ')})`);
+        if (!d)
+          throw new CommandLineError(`${name} ${v}: unknown dialect (expected ${Object.keys(DIALECTS).join(', ')})`);
         sim.dialect = d;
         break;
       }
@@ -371,8 +396,33 @@ function machineHelpText(type: string, version: string): string {
   return `${type}-machine options:\n${lines.join('\n')}\n`;
 }
 
-const DRIVE_KEYS = new Set(['file', 'format', 'if', 'id', 'index', 'media', 'cache', 'readonly', 'snapshot', 'aio', 'discard', 'node-name', 'werror', 'rerror']);
-const CHARDEV_SOCKET_KEYS = new Set(['id', 'path', 'server', 'wait', 'reconnect', 'reconnect-ms', 'logfile', 'abstract', 'tight']);
+const DRIVE_KEYS = new Set([
+  'file',
+  'format',
+  'if',
+  'id',
+  'index',
+  'media',
+  'cache',
+  'readonly',
+  'snapshot',
+  'aio',
+  'discard',
+  'node-name',
+  'werror',
+  'rerror',
+]);
+const CHARDEV_SOCKET_KEYS = new Set([
+  'id',
+  'path',
+  'server',
+  'wait',
+  'reconnect',
+  'reconnect-ms',
+  'logfile',
+  'abstract',
+  'tight',
+]);
 
 /** Parse a JSON or URI migration address as -incoming takes it; a string is QEMU's error text. */
 export function parseIncoming(text: string): IncomingSpec | string {
@@ -406,7 +456,8 @@ export function addressFromUri(uri: string): MigrationAddress | string {
 
 export function addressFromJson(addr: unknown): MigrationAddress | string {
   const a = (addr ?? {}) as Record<string, unknown>;
-  if (a.transport !== 'socket') return `migration transport '${String(a.transport)}' is not simulated (only socket/unix)`;
+  if (a.transport !== 'socket')
+    return `migration transport '${String(a.transport)}' is not simulated (only socket/unix)`;
   if (a.type !== 'unix') return `socket type '${String(a.type)}' is not simulated (only unix)`;
   if (typeof a.path !== 'string') return "Parameter 'path' is missing";
   return { transport: 'socket', type: 'unix', path: a.path };
@@ -507,10 +558,18 @@ export function parseArgs(argv: string[]): ParsedArgs {
       case '-chardev': {
         const o = optsToRecord(parseOpts(val, 'backend'));
         if (o.backend !== 'socket') fail(`'${o.backend}' is not a valid char driver name`);
-        for (const k of Object.keys(o)) if (k !== 'backend' && !CHARDEV_SOCKET_KEYS.has(k)) fail(`Invalid parameter '${k}'`);
+        for (const k of Object.keys(o))
+          if (k !== 'backend' && !CHARDEV_SOCKET_KEYS.has(k)) fail(`Invalid parameter '${k}'`);
         if (!o.id) fail("Parameter 'id' is missing");
         if (!o.path) fail('chardev: socket: no local address specified');
-        const c: ChardevConfig = { id: o.id, backend: 'socket', path: o.path, server: o.server === 'on', wait: o.wait !== 'off', source };
+        const c: ChardevConfig = {
+          id: o.id,
+          backend: 'socket',
+          path: o.path,
+          server: o.server === 'on',
+          wait: o.wait !== 'off',
+          source,
+        };
         vm.chardevs.push(c);
         chardevSockets.set(c.id, c);
         break;
@@ -530,7 +589,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
       }
       case '-name': {
         const o = optsToRecord(parseOpts(val, 'guest'));
-        for (const k of Object.keys(o)) if (!['guest', 'process', 'debug-threads'].includes(k)) fail(`Invalid parameter '${k}'`);
+        for (const k of Object.keys(o))
+          if (!['guest', 'process', 'debug-threads'].includes(k)) fail(`Invalid parameter '${k}'`);
         vm.name = o.guest;
         break;
       }
@@ -541,7 +601,9 @@ export function parseArgs(argv: string[]): ParsedArgs {
         if (!rec.addr?.startsWith('unix:')) fail(`parse error: ${val}`);
         for (const k of Object.keys(rec)) {
           if (!['addr', 'server', 'wait', 'nowait'].includes(k)) {
-            throw new CommandLineError(`${source}: Invalid parameter '${k}'\n${PROGNAME}: ${source}: parse error: ${val}`);
+            throw new CommandLineError(
+              `${source}: Invalid parameter '${k}'\n${PROGNAME}: ${source}: parse error: ${val}`,
+            );
           }
         }
         const server = rec.server === 'on' || rec.server === 'true';
@@ -563,7 +625,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
       }
       case '-display': {
         const o = optsToRecord(parseOpts(val, 'type'));
-        if (!['none', 'egl-headless', 'vnc', 'gtk', 'sdl', 'curses'].includes(o.type)) fail(`Parameter 'type' does not accept value '${o.type}'`);
+        if (!['none', 'egl-headless', 'vnc', 'gtk', 'sdl', 'curses'].includes(o.type))
+          fail(`Parameter 'type' does not accept value '${o.type}'`);
         break;
       }
       case '-L':
@@ -600,30 +663,39 @@ export function parseArgs(argv: string[]): ParsedArgs {
   for (const m of mons) {
     const c = chardevSockets.get(m.chardev);
     if (!c) throw new CommandLineError(`${m.source}: chardev "${m.chardev}" not found`);
-    if (!c.server) throw new CommandLineError(`${m.source}: the simulator serves QMP on a listening socket only (server=on)`);
+    if (!c.server)
+      throw new CommandLineError(`${m.source}: the simulator serves QMP on a listening socket only (server=on)`);
     vm.monitors.push({ path: c.path as string, wait: c.wait });
     c.backend = 'monitor';
   }
 
   if (accels.length > 0) {
     const usable = accels.find((a) => a !== 'kvm' || existsSync('/dev/kvm'));
-    if (!usable) throw new CommandLineError('-accel kvm: Could not access KVM kernel module: No such file or directory');
+    if (!usable)
+      throw new CommandLineError('-accel kvm: Could not access KVM kernel module: No such file or directory');
     vm.accel = usable;
   }
   const type = resolveMachineType(vm.machine.requested, sim.version);
   if (machineHelp && type) return { sim, vm, schema, help: machineHelpText(type, sim.version) };
-  if (!type) throw new CommandLineError(`unsupported machine type: "${vm.machine.requested}"\nUse -machine help to list supported machines`);
+  if (!type)
+    throw new CommandLineError(
+      `unsupported machine type: "${vm.machine.requested}"\nUse -machine help to list supported machines`,
+    );
   vm.machine.type = type;
   const qomMachine = `${type}-machine`;
   for (const [k, v] of Object.entries(vm.machine.props)) {
     const exists = MACHINE_PROPS.has(k) && (k !== 'aux-ram-share' || compareVersions(sim.version, '10.0') >= 0);
     if (!exists) throw new CommandLineError(`Property '${qomMachine}.${k}' not found`);
     if (k === 'aux-ram-share') {
-      if (!['on', 'off', 'true', 'false', 'yes', 'no'].includes(String(v))) throw new CommandLineError(`Parameter 'aux-ram-share' expects 'on' or 'off'`);
+      if (!['on', 'off', 'true', 'false', 'yes', 'no'].includes(String(v)))
+        throw new CommandLineError(`Parameter 'aux-ram-share' expects 'on' or 'off'`);
       vm.machine.props[k] = v === 'on' || v === 'true' || v === 'yes';
     }
   }
-  if (vm.incoming.filter((x) => x.kind === 'cpr').length > 1 || vm.incoming.filter((x) => x.kind !== 'cpr').length > 1) {
+  if (
+    vm.incoming.filter((x) => x.kind === 'cpr').length > 1 ||
+    vm.incoming.filter((x) => x.kind !== 'cpr').length > 1
+  ) {
     throw new CommandLineError('-incoming: only one main and one cpr channel may be given');
   }
   if (vm.incoming.some((x) => x.kind === 'cpr') && !sim.cpr) {

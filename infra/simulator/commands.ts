@@ -115,7 +115,8 @@ const HANDLERS: Record<string, Handler> = {
   migrate: (vm, a) => {
     if (vm.runState === 'inmigrate') return genericError('Guest is waiting for an incoming migration');
     if (vm.outgoing?.isActive()) return genericError("There's a migration process in progress");
-    if (vm.runState === 'postmigrate') return genericError("Can't migrate the vm that was paused due to previous migration");
+    if (vm.runState === 'postmigrate')
+      return genericError("Can't migrate the vm that was paused due to previous migration");
     const hasUri = a.uri !== undefined;
     const hasChannels = a.channels !== undefined;
     if (hasUri === hasChannels) return genericError("need either 'uri' or 'channels' argument");
@@ -151,15 +152,18 @@ const HANDLERS: Record<string, Handler> = {
   },
 
   'migrate-incoming': async (vm, a) => {
-    if (!vm.isIncoming || vm.runState !== 'inmigrate') return genericError("'-incoming' was not specified on the command line");
-    if (vm.incoming && vm.incoming.status !== 'failed') return genericError('The incoming migration has already been started');
+    if (!vm.isIncoming || vm.runState !== 'inmigrate')
+      return genericError("'-incoming' was not specified on the command line");
+    if (vm.incoming && vm.incoming.status !== 'failed')
+      return genericError('The incoming migration has already been started');
     const hasUri = a.uri !== undefined;
     if (hasUri === (a.channels !== undefined)) return genericError("need either 'uri' or 'channels' argument");
     let addr: MigrationAddress | string;
     if (hasUri) addr = addressFromUri(String(a.uri));
     else {
       const chs = a.channels as Array<{ 'channel-type': string; addr: unknown }>;
-      if (chs.length !== 1 || chs[0]['channel-type'] !== 'main') return genericError('Channel list has more than one entries');
+      if (chs.length !== 1 || chs[0]['channel-type'] !== 'main')
+        return genericError('Channel list has more than one entries');
       addr = addressFromJson(chs[0].addr);
     }
     if (typeof addr === 'string') return genericError(addr);
@@ -210,7 +214,11 @@ const HANDLERS: Record<string, Handler> = {
   device_add: (vm, a) => {
     const { driver, id, bus: _bus, ...props } = a;
     const e = vm.addDevice(
-      { driver: String(driver), ...(id !== undefined ? { id: String(id) } : {}), props: props as Record<string, string | boolean | number> },
+      {
+        driver: String(driver),
+        ...(id !== undefined ? { id: String(id) } : {}),
+        props: props as Record<string, string | boolean | number>,
+      },
       true,
     );
     return e ? genericError(e) : ok();
@@ -235,7 +243,8 @@ const HANDLERS: Record<string, Handler> = {
   },
 
   'x-sim-clear-faults': (vm, a) => {
-    if (a.phase !== undefined && !isFaultPhase(a.phase)) return genericError(`Parameter 'phase' does not accept value '${String(a.phase)}'`);
+    if (a.phase !== undefined && !isFaultPhase(a.phase))
+      return genericError(`Parameter 'phase' does not accept value '${String(a.phase)}'`);
     vm.faults.clear(a.phase as Parameters<typeof vm.faults.clear>[0]);
     vm.notifyFaultsChanged();
     return ok();
@@ -254,7 +263,11 @@ const HANDLERS: Record<string, Handler> = {
 };
 
 /** Dispatch one negotiated command: fault hooks, existence, schema check, handler. */
-export async function executeCommand(vm: SimulatedQemu, name: string, args: Record<string, unknown>): Promise<QmpResult> {
+export async function executeCommand(
+  vm: SimulatedQemu,
+  name: string,
+  args: Record<string, unknown>,
+): Promise<QmpResult> {
   if (vm.hung || vm.dead) return { noReply: true };
   const simOnly = name.startsWith('x-sim-');
   if (!simOnly) {

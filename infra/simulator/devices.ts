@@ -57,8 +57,19 @@ export const DEVICE_MODELS: Record<string, DeviceModel> = {
     virtioChild: 'virtio-blk-device',
     props: { ...virtioPciProps, drive: 'str', serial: 'str' },
   },
-  'virtio-rng-pci': { driver: 'virtio-rng-pci', pci: true, nic: false, virtioChild: 'virtio-rng-device', props: { ...virtioPciProps } },
-  'ide-hd': { driver: 'ide-hd', pci: false, nic: false, props: { drive: 'str', bus: 'str', bootindex: 'int32', serial: 'str' } },
+  'virtio-rng-pci': {
+    driver: 'virtio-rng-pci',
+    pci: true,
+    nic: false,
+    virtioChild: 'virtio-rng-device',
+    props: { ...virtioPciProps },
+  },
+  'ide-hd': {
+    driver: 'ide-hd',
+    pci: false,
+    nic: false,
+    props: { drive: 'str', bus: 'str', bootindex: 'int32', serial: 'str' },
+  },
 };
 
 /** PCI slot of the n-th PCI device on i440fx/q35 with -nodefaults: slots 0 and 1 are the chipset. */

@@ -22,12 +22,13 @@ function memoryDump(vm: SimulatedQemu, fmtArg: string | undefined, addrArg: stri
   if (m[1]) count = Number(m[1]);
   format = m[2] || m[4] || 'x';
   if (m[3]) size = { b: 1, h: 2, w: 4, g: 8 }[m[3]] as number;
-  if (addrText === undefined) return 'Parameter \'addr\' is missing\r\n';
+  if (addrText === undefined) return "Parameter 'addr' is missing\r\n";
   const addr = Number(addrText);
   if (!Number.isFinite(addr)) return `invalid char in expression\r\n`;
   const counter = vm.counter();
   const perLine = Math.max(1, Math.floor(16 / size));
-  const maxDigits = format === 'x' ? size * 2 : format === 'o' ? Math.ceil((size * 8) / 3) : Math.ceil((size * 8 * 10 + 32) / 33);
+  const maxDigits =
+    format === 'x' ? size * 2 : format === 'o' ? Math.ceil((size * 8) / 3) : Math.ceil((size * 8 * 10 + 32) / 33);
   let out = '';
   for (let i = 0; i < count; i++) {
     const a = addr + i * size;

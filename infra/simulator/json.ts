@@ -63,7 +63,11 @@ export class JsonStreamSplitter {
           let j = i;
           while (j < s.length && !/[\s{}[\],:"]/.test(s[j])) j++;
           const token = s.slice(i, Math.max(j, i + 1));
-          out.push({ error: /^[a-zA-Z]/.test(token) ? `JSON parse error, invalid keyword '${token}'` : 'JSON parse error, stray token' });
+          out.push({
+            error: /^[a-zA-Z]/.test(token)
+              ? `JSON parse error, invalid keyword '${token}'`
+              : 'JSON parse error, stray token',
+          });
           i = Math.max(j, i + 1) - 1;
           continue;
         }

@@ -10,7 +10,16 @@
 // Ownership models the kernel: a TAP (or a vhost-user connection) can be opened by one process; a second
 // open fails with EBUSY while the owner lives; when the owner dies the kernel frees it (a dead owner does
 // not count); passing the fd in the migration stream moves ownership to the destination.
-import { appendFileSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import type { BackendKind } from './dialects';
 
@@ -101,7 +110,14 @@ export class Ledger {
   /** Append one event to this instance's log. */
   log(event: string, data: Record<string, unknown> = {}): void {
     if (!this.eventsFile) return;
-    const rec: LedgerEvent = { ...now(), pid: this.owner.pid, instance: this.owner.instance, vm: this.owner.vm, event, ...data };
+    const rec: LedgerEvent = {
+      ...now(),
+      pid: this.owner.pid,
+      instance: this.owner.instance,
+      vm: this.owner.vm,
+      event,
+      ...data,
+    };
     appendFileSync(this.eventsFile, JSON.stringify(rec) + '\n');
   }
 
@@ -224,7 +240,9 @@ export function backendOwner(dir: string, key: string): Owner | undefined {
  * Intervals during which each instance's guest was running, from the event logs ('running' opens one;
  * 'paused', 'quit', 'crash', 'exit' close it). Lets tests check "a VM runs in exactly one process".
  */
-export function runningIntervals(events: LedgerEvent[]): Array<{ instance: string; vm?: string; from: number; to: number }> {
+export function runningIntervals(
+  events: LedgerEvent[],
+): Array<{ instance: string; vm?: string; from: number; to: number }> {
   const open = new Map<string, LedgerEvent>();
   const out: Array<{ instance: string; vm?: string; from: number; to: number }> = [];
   for (const e of events) {

@@ -48,7 +48,12 @@ interface DeviceState {
   source: Owner;
 }
 
-type StreamMsg = Header | DeviceState | { type: 'ram'; pass: number; total: number } | { type: 'ack' } | { type: 'cpr'; machine: string; source: Owner };
+type StreamMsg =
+  | Header
+  | DeviceState
+  | { type: 'ram'; pass: number; total: number }
+  | { type: 'ack' }
+  | { type: 'cpr'; machine: string; source: Owner };
 
 function send(sock: net.Socket | undefined, msg: StreamMsg): void {
   if (sock && !sock.destroyed) sock.write(JSON.stringify(msg) + '\n');
@@ -75,7 +80,9 @@ function connectUnix(path: string): Promise<net.Socket> {
       s.removeAllListeners('error');
       resolve(s);
     });
-    s.once('error', (e: NodeJS.ErrnoException) => reject(Object.assign(new Error(`Failed to connect to '${path}': ${describeErrno(e)}`), { code: e.code })));
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(Object.assign(new Error(`Failed to connect to '${path}': ${describeErrno(e)}`), { code: e.code })),
+    );
   });
 }
 
@@ -89,7 +96,9 @@ function listenUnix(path: string, onConn: (s: net.Socket) => void): Promise<net.
       }
     }
     const server = net.createServer(onConn);
-    server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`Failed to bind socket to ${path}: ${describeErrno(e)}`)));
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new Error(`Failed to bind socket to ${path}: ${describeErrno(e)}`)),
+    );
     server.listen(path, () => resolve(server));
   });
 }
@@ -103,7 +112,8 @@ function sectionOf(driver: string, slot: number | undefined, path: string): stri
   return slot === undefined ? `${path}/${vmsd}` : `0000:00:${slot.toString(16).padStart(2, '0')}.0/${vmsd}`;
 }
 
-export type OutgoingStatus = 'setup' | 'active' | 'pre-switchover' | 'device' | 'cancelling' | 'cancelled' | 'failed' | 'completed';
+export type OutgoingStatus =
+  'setup' | 'active' | 'pre-switchover' | 'device' | 'cancelling' | 'cancelled' | 'failed' | 'completed';
 
 export class OutgoingMigration {
   status: OutgoingStatus = 'setup';
@@ -154,7 +164,11 @@ export class OutgoingMigration {
   private setStatus(s: OutgoingStatus): void {
     this.status = s;
     this.vm.emitMigrationEvent('MIGRATION', { status: s });
-    this.vm.ledger.log('migration', { role: 'source', status: s, ...(this.errorDesc && s === 'failed' ? { error: this.errorDesc } : {}) });
+    this.vm.ledger.log('migration', {
+      role: 'source',
+      status: s,
+      ...(this.errorDesc && s === 'failed' ? { error: this.errorDesc } : {}),
+    });
   }
 
   private passEvent(): void {
@@ -204,7 +218,14 @@ export class OutgoingMigration {
     onLines(this.sock, (m) => {
       if (m.type === 'ack') this.complete();
     });
-    send(this.sock, { type: 'header', magic: MAGIC, machine: this.vm.machineType, mode: this.cpr ? 'cpr-transfer' : 'normal', source: this.vm.owner, qemu: this.vm.sim.version });
+    send(this.sock, {
+      type: 'header',
+      magic: MAGIC,
+      machine: this.vm.machineType,
+      mode: this.cpr ? 'cpr-transfer' : 'normal',
+      source: this.vm.owner,
+      qemu: this.vm.sim.version,
+    });
     this.setupTime = performance.now() - this.t0;
     this.passEvent();
     this.setStatus('active');
@@ -440,7 +461,11 @@ export class IncomingMigration {
   private setStatus(s: IncomingStatus): void {
     this.status = s;
     this.vm.emitMigrationEvent('MIGRATION', { status: s });
-    this.vm.ledger.log('migration', { role: 'destination', status: s, ...(s === 'failed' ? { error: this.errorDesc } : {}) });
+    this.vm.ledger.log('migration', {
+      role: 'destination',
+      status: s,
+      ...(s === 'failed' ? { error: this.errorDesc } : {}),
+    });
   }
 
   private onConnection(sock: net.Socket): void {
@@ -449,10 +474,19 @@ export class IncomingMigration {
     this.server?.close();
     this.setStatus('active');
     sock.on('error', () => undefined);
-    sock.on('close', () => this.fail(['check_section_footer: Read section footer failed: -5', 'load of migration failed: Input/output error']));
+    sock.on('close', () =>
+      this.fail([
+        'check_section_footer: Read section footer failed: -5',
+        'load of migration failed: Input/output error',
+      ]),
+    );
     const f = this.vm.phaseFault('incoming');
     if (f === 'crash' || f === 'hang') return;
-    if (f === 'error') return this.fail(['simulated fault: incoming migration failed (incoming:error)', 'load of migration failed: Invalid argument']);
+    if (f === 'error')
+      return this.fail([
+        'simulated fault: incoming migration failed (incoming:error)',
+        'load of migration failed: Invalid argument',
+      ]);
     const queue: StreamMsg[] = [];
     let busy = false;
     const pump = async (): Promise<void> => {
@@ -474,9 +508,13 @@ export class IncomingMigration {
   private handle(m: StreamMsg): void {
     if (this.finished) return;
     if (m.type === 'header') {
-      if (m.magic !== MAGIC) return this.fail(['Unknown migration stream', 'load of migration failed: Invalid argument']);
+      if (m.magic !== MAGIC)
+        return this.fail(['Unknown migration stream', 'load of migration failed: Invalid argument']);
       if (m.machine !== this.vm.machineType) {
-        return this.fail([`Machine type received is '${m.machine}' and local is '${this.vm.machineType}'`, 'load of migration failed: Invalid argument']);
+        return this.fail([
+          `Machine type received is '${m.machine}' and local is '${this.vm.machineType}'`,
+          'load of migration failed: Invalid argument',
+        ]);
       }
       this.header = m;
       return;
@@ -515,7 +553,10 @@ export class IncomingMigration {
     for (const t of m.transfers) {
       const n = vm.netdevs.get(t.netdev);
       if (!n?.backend || n.backend.kind !== t.kind || n.backend.state !== 'deferred') {
-        return this.fail([`backend of netdev '${t.netdev}' cannot take a transferred fd`, 'load of migration failed: Invalid argument']);
+        return this.fail([
+          `backend of netdev '${t.netdev}' cannot take a transferred fd`,
+          'load of migration failed: Invalid argument',
+        ]);
       }
     }
     for (const t of m.transfers) {
@@ -562,7 +603,8 @@ export class IncomingMigration {
   info(): Record<string, unknown> {
     const r: Record<string, unknown> = { status: this.status };
     if (this.status === 'failed' && this.errorDesc) r['error-desc'] = this.errorDesc;
-    if (this.status === 'setup' || this.status === 'active') r['socket-address'] = [{ path: this.addr.path, type: 'unix' }];
+    if (this.status === 'setup' || this.status === 'active')
+      r['socket-address'] = [{ path: this.addr.path, type: 'unix' }];
     return r;
   }
 }

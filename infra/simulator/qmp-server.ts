@@ -138,9 +138,14 @@ export class QmpMonitor {
     let result: QmpResult;
     if (!s.negotiated) {
       if (name === 'qmp_capabilities') result = this.negotiate(s, args);
-      else result = { error: { class: 'CommandNotFound', desc: "Expecting capabilities negotiation with 'qmp_capabilities'" } };
+      else
+        result = {
+          error: { class: 'CommandNotFound', desc: "Expecting capabilities negotiation with 'qmp_capabilities'" },
+        };
     } else if (name === 'qmp_capabilities') {
-      result = { error: { class: 'CommandNotFound', desc: 'Capabilities negotiation is already complete, command ignored' } };
+      result = {
+        error: { class: 'CommandNotFound', desc: 'Capabilities negotiation is already complete, command ignored' },
+      };
     } else {
       result = await this.host.execute(name, args);
     }
@@ -209,7 +214,8 @@ function checkEnvelope(msg: unknown, oob: boolean): Envelope {
   let name: string | undefined;
   for (const [k, v] of Object.entries(m)) {
     if (k === 'execute' || (k === 'exec-oob' && oob)) {
-      if (typeof v !== 'string') return { error: { class: 'GenericError', desc: `QMP input member '${k}' must be a string` }, id };
+      if (typeof v !== 'string')
+        return { error: { class: 'GenericError', desc: `QMP input member '${k}' must be a string` }, id };
       name = v;
     } else if (k === 'arguments') {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) {

@@ -16,7 +16,11 @@ interface QomNode {
   children: Record<string, QomNode>;
 }
 
-const node = (qomType: string, props: Record<string, QomProp> = {}, children: Record<string, QomNode> = {}): QomNode => ({
+const node = (
+  qomType: string,
+  props: Record<string, QomProp> = {},
+  children: Record<string, QomNode> = {},
+): QomNode => ({
   qomType,
   props,
   children,
@@ -24,7 +28,10 @@ const node = (qomType: string, props: Record<string, QomProp> = {}, children: Re
 
 function deviceNode(vm: SimulatedQemu, d: Device): QomNode {
   const props: Record<string, QomProp> = {
-    parent_bus: { type: 'link<bus>', get: () => (d.model.pci ? '/machine/i440fx/pci.0' : '/machine/unattached/device[0]/ide.0') },
+    parent_bus: {
+      type: 'link<bus>',
+      get: () => (d.model.pci ? '/machine/i440fx/pci.0' : '/machine/unattached/device[0]/ide.0'),
+    },
     realized: { type: 'bool', get: () => true },
     hotplugged: { type: 'bool', get: () => d.hotplugged },
     hotpluggable: { type: 'bool', get: () => true },
@@ -48,7 +55,10 @@ function deviceNode(vm: SimulatedQemu, d: Device): QomNode {
   }
   if (!d.model.virtioChild) return node(d.driver, { ...props, ...nicProps });
   // virtio-*-pci proxies alias their virtio device's properties.
-  const child = node(d.model.virtioChild, { ...nicProps, parent_bus: { type: 'link<bus>', get: () => `${d.path}/virtio-bus` } });
+  const child = node(d.model.virtioChild, {
+    ...nicProps,
+    parent_bus: { type: 'link<bus>', get: () => `${d.path}/virtio-bus` },
+  });
   return node(d.driver, { ...props, ...nicProps }, { 'virtio-backend': child });
 }
 
@@ -67,7 +77,10 @@ function buildTree(vm: SimulatedQemu): QomNode {
     else anon[d.path.slice('/machine/peripheral-anon/'.length)] = deviceNode(vm, d);
   }
   const machineProps: Record<string, QomProp> = {
-    'memory-backend': { type: 'link<memory-backend>', get: () => (vm.memoryBackend ? `/objects/${vm.memoryBackend}` : '') },
+    'memory-backend': {
+      type: 'link<memory-backend>',
+      get: () => (vm.memoryBackend ? `/objects/${vm.memoryBackend}` : ''),
+    },
     usb: { type: 'bool', get: () => false },
     'dump-guest-core': { type: 'bool', get: () => true },
     'mem-merge': { type: 'bool', get: () => true },
@@ -92,7 +105,11 @@ function buildTree(vm: SimulatedQemu): QomNode {
       if (o.qomType === 'memory-backend-file') props['mem-path'] = { type: 'string', get: () => o.props['mem-path'] };
       if (o.qomType === 'memory-backend-memfd') props.seal = { type: 'bool', get: () => o.props.seal !== false };
     }
-    objects[o.id] = node(o.qomType, props, o.qomType.startsWith('memory-backend-') ? { [`${o.id}[0]`]: node('memory-region') } : {});
+    objects[o.id] = node(
+      o.qomType,
+      props,
+      o.qomType.startsWith('memory-backend-') ? { [`${o.id}[0]`]: node('memory-region') } : {},
+    );
   }
   return node('container', {}, { machine, objects: node('container', {}, objects) });
 }
@@ -112,11 +129,13 @@ function resolve(vm: SimulatedQemu, path: string): QomNode | { error: { class: s
   const parts = path.split('/').filter(Boolean);
   const matches: QomNode[] = [];
   const visit = (n: QomNode, trail: string[]): void => {
-    if (trail.length >= parts.length && parts.every((p, i) => trail[trail.length - parts.length + i] === p)) matches.push(n);
+    if (trail.length >= parts.length && parts.every((p, i) => trail[trail.length - parts.length + i] === p))
+      matches.push(n);
     for (const [k, c] of Object.entries(n.children)) visit(c, [...trail, k]);
   };
   visit(root, []);
-  if (matches.length > 1) return { error: { class: 'GenericError', desc: `Path '${path}' does not uniquely identify an object` } };
+  if (matches.length > 1)
+    return { error: { class: 'GenericError', desc: `Path '${path}' does not uniquely identify an object` } };
   return matches[0] ?? notFound;
 }
 

@@ -113,7 +113,11 @@ export class RawQmp {
   }
 
   /** Resolve with the first event (already received or future) that matches. */
-  waitEvent(name: string, pred: (data: Record<string, unknown>) => boolean = () => true, timeoutMs = 5000): Promise<QmpMessage> {
+  waitEvent(
+    name: string,
+    pred: (data: Record<string, unknown>) => boolean = () => true,
+    timeoutMs = 5000,
+  ): Promise<QmpMessage> {
     const match = (e: QmpMessage): boolean => e.event === name && pred(e.data ?? {});
     const seen = this.events.find(match);
     if (seen) return Promise.resolve(seen);

@@ -307,7 +307,13 @@ export class SchemaChecker {
     if (!t) return 'unknown';
     switch (t['meta-type']) {
       case 'builtin':
-        return typeName === 'str' ? 'string' : typeName === 'bool' ? 'boolean' : typeName === 'null' ? 'null' : 'number';
+        return typeName === 'str'
+          ? 'string'
+          : typeName === 'bool'
+            ? 'boolean'
+            : typeName === 'null'
+              ? 'null'
+              : 'number';
       case 'enum':
         return 'string';
       case 'array':
@@ -321,7 +327,12 @@ export class SchemaChecker {
     return ((t.members ?? []) as Array<{ type: string }>).map((m) => this.kindOf(m.type)).join(' or ');
   }
 
-  private checkObject(typeName: string, obj: Record<string, unknown>, prefix: string, strict: boolean): string | undefined {
+  private checkObject(
+    typeName: string,
+    obj: Record<string, unknown>,
+    prefix: string,
+    strict: boolean,
+  ): string | undefined {
     const seen = new Set<string>();
     const full = (k: string): string => (prefix ? `${prefix}.${k}` : k);
     const visit = (type: string): string | undefined => {

@@ -2,7 +2,16 @@
 // while the VM runs), QMP monitors, migration. Usable in-process (many per Node process: no timers while
 // idle, the guest counter is computed from the clock) or as a process (main.ts).
 import { existsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { CommandLineError, DeviceConfig, errorLine, NetdevConfig, ObjectConfig, parseArgs, SimOptions, VmConfig } from './args';
+import {
+  CommandLineError,
+  DeviceConfig,
+  errorLine,
+  NetdevConfig,
+  ObjectConfig,
+  parseArgs,
+  SimOptions,
+  VmConfig,
+} from './args';
 import { executeCommand } from './commands';
 import { BackendKind, compareVersions } from './dialects';
 import { DEVICE_MODELS, DeviceModel, defaultMac, parseBool, pciSlot } from './devices';
@@ -159,7 +168,10 @@ export class SimulatedQemu {
     try {
       for (const n of this.netdevs.values()) {
         const e = this.openBackend(n);
-        if (e) throw new CommandLineError(`${this.cfg.netdevs.find((x) => x.id === n.id)?.source ?? `-netdev id=${n.id}`}: ${e}`);
+        if (e)
+          throw new CommandLineError(
+            `${this.cfg.netdevs.find((x) => x.id === n.id)?.source ?? `-netdev id=${n.id}`}: ${e}`,
+          );
       }
       if (this.cfg.pidfile) writeFileSync(this.cfg.pidfile, `${process.pid}\n`);
       this.ledger.log('start', {
@@ -208,7 +220,9 @@ export class SimulatedQemu {
 
   greeting(): Record<string, unknown> {
     const [major, minor, micro] = this.sim.version.split('.').map(Number);
-    return { QMP: { version: { qemu: { micro, minor, major }, package: this.packageString() }, capabilities: ['oob'] } };
+    return {
+      QMP: { version: { qemu: { micro, minor, major }, package: this.packageString() }, capabilities: ['oob'] },
+    };
   }
 
   packageString(): string {
@@ -224,7 +238,8 @@ export class SimulatedQemu {
 
   /** The counter dword at 0x7e00 now. */
   counter(): number {
-    const running = this.runningSince === undefined ? 0 : Math.floor((performance.now() - this.runningSince) * COUNTER_PER_MS);
+    const running =
+      this.runningSince === undefined ? 0 : Math.floor((performance.now() - this.runningSince) * COUNTER_PER_MS);
     return (this.counterBase + running) % 2 ** 32;
   }
 
@@ -388,14 +403,20 @@ export class SimulatedQemu {
     if (this.machineType === 'none') return '';
     if (typeof requested === 'string') {
       const b = this.objects.get(requested);
-      if (!b || !b.qomType.startsWith('memory-backend-')) throw new CommandLineError(`Memory backend '${requested}' not found`);
+      if (!b || !b.qomType.startsWith('memory-backend-'))
+        throw new CommandLineError(`Memory backend '${requested}' not found`);
       if (this.cfg.memExplicit && Number(b.props.size) !== this.cfg.memBytes) {
         throw new CommandLineError('Machine memory size does not match the size of the memory backend');
       }
       return requested;
     }
     // Legacy -m: QEMU creates /objects/pc.ram, a private memory-backend-ram.
-    this.objects.set('pc.ram', { id: 'pc.ram', qomType: 'memory-backend-ram', props: { size: this.cfg.memBytes, share: false }, implicit: true });
+    this.objects.set('pc.ram', {
+      id: 'pc.ram',
+      qomType: 'memory-backend-ram',
+      props: { size: this.cfg.memBytes, share: false },
+      implicit: true,
+    });
     return 'pc.ram';
   }
 
@@ -442,7 +463,11 @@ export class SimulatedQemu {
   openBackend(n: Netdev): string | undefined {
     const b = n.backend;
     if (!b || b.state !== 'gone') return undefined;
-    if (this.runState === 'inmigrate' && this.sim.dialect.deferOpenOnIncoming && this.sim.dialect.transferable.includes(b.kind)) {
+    if (
+      this.runState === 'inmigrate' &&
+      this.sim.dialect.deferOpenOnIncoming &&
+      this.sim.dialect.transferable.includes(b.kind)
+    ) {
       b.state = 'deferred';
       return undefined;
     }
@@ -544,7 +569,8 @@ export class SimulatedQemu {
   selectTransfers(): string[] {
     const d = this.sim.dialect;
     const out: string[] = [];
-    const transferable = (n: Netdev | undefined): n is Netdev => !!n?.backend && d.transferable.includes(n.backend.kind);
+    const transferable = (n: Netdev | undefined): n is Netdev =>
+      !!n?.backend && d.transferable.includes(n.backend.kind);
     switch (d.selection) {
       case 'device-property': {
         if (this.params[d.parameter?.name ?? ''] !== true) break;

@@ -22,7 +22,12 @@ export const BUILD_DIR = path.join(projectRoot, '.cache', 'sim-build');
 export function buildSimulator(): void {
   const ts = require('typescript') as typeof import('typescript');
   const srcDir = path.join(projectRoot, 'infra', 'simulator');
-  const files = [...readdirSync(srcDir).filter((f) => f.endsWith('.ts')).map((f) => path.join(srcDir, f)), path.join(projectRoot, 'infra', 'real-parts.ts')];
+  const files = [
+    ...readdirSync(srcDir)
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => path.join(srcDir, f)),
+    path.join(projectRoot, 'infra', 'real-parts.ts'),
+  ];
   for (const f of files) {
     const out = path.join(BUILD_DIR, path.relative(projectRoot, f).replace(/\.ts$/, '.js'));
     const js = ts.transpileModule(readFileSync(f, 'utf8'), {
@@ -153,7 +158,8 @@ export async function until<T>(f: () => Promise<T> | T, pred: (v: T) => boolean,
   for (;;) {
     const v = await f();
     if (pred(v)) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms; last value ${JSON.stringify(v)}`);
+    if (Date.now() > deadline)
+      throw new Error(`condition not met within ${timeoutMs} ms; last value ${JSON.stringify(v)}`);
     await sleep(10);
   }
 }

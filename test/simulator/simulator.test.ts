@@ -58,7 +58,8 @@ async function start(spec: Parameters<typeof startSim>[0]): Promise<RunningSim> 
 }
 
 async function enableEvents(...qs: RawQmp[]): Promise<void> {
-  for (const q of qs) await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+  for (const q of qs)
+    await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
 }
 
 const migrationDone = (q: RawQmp, timeoutMs = 5000) =>
@@ -145,14 +146,22 @@ describe('command line', () => {
   });
 
   test('option values are checked like QEMU checks them', () => {
-    expect(bad(['-netdev', 'tap,id=t0,ifname=x,scrpt=no'])).toBe("-netdev tap,id=t0,ifname=x,scrpt=no: Invalid parameter 'scrpt'");
+    expect(bad(['-netdev', 'tap,id=t0,ifname=x,scrpt=no'])).toBe(
+      "-netdev tap,id=t0,ifname=x,scrpt=no: Invalid parameter 'scrpt'",
+    );
     expect(bad(['-netdev', 'bogus,id=t0'])).toBe("-netdev bogus,id=t0: Parameter 'type' does not accept value 'bogus'");
-    expect(bad(['-netdev', 'tap,id=t0,vnet_hdr=maybe'])).toBe("-netdev tap,id=t0,vnet_hdr=maybe: Parameter 'vnet_hdr' expects 'on' or 'off'");
-    expect(bad(['-object', 'memory-backend-memfd,size=64M'])).toBe("-object memory-backend-memfd,size=64M: Parameter 'id' is missing");
+    expect(bad(['-netdev', 'tap,id=t0,vnet_hdr=maybe'])).toBe(
+      "-netdev tap,id=t0,vnet_hdr=maybe: Parameter 'vnet_hdr' expects 'on' or 'off'",
+    );
+    expect(bad(['-object', 'memory-backend-memfd,size=64M'])).toBe(
+      "-object memory-backend-memfd,size=64M: Parameter 'id' is missing",
+    );
     expect(bad(['-object', 'memory-backend-memfd,id=r,size=abc'])).toBe(
       "-object memory-backend-memfd,id=r,size=abc: Parameter 'size' expects a size value",
     );
-    expect(bad(['-machine', 'pc-i440fx-99.0'])).toBe('unsupported machine type: "pc-i440fx-99.0"\nUse -machine help to list supported machines');
+    expect(bad(['-machine', 'pc-i440fx-99.0'])).toBe(
+      'unsupported machine type: "pc-i440fx-99.0"\nUse -machine help to list supported machines',
+    );
     expect(bad(['-machine', 'pc-i440fx-7.2,foo=bar'])).toBe("Property 'pc-i440fx-7.2-machine.foo' not found");
     expect(bad(['-m', '64', '-machine', 'pc,memory-backend=r', '-object', 'memory-backend-memfd,id=r,size=128M'])).toBe(
       'Machine memory size does not match the size of the memory backend',
@@ -162,11 +171,15 @@ describe('command line', () => {
     expect(bad(['-device', 'virtio-net-pci,netdev=nope'])).toBe(
       "-device virtio-net-pci,netdev=nope: Property 'virtio-net-device.netdev' can't find value 'nope'",
     );
-    expect(bad(['-netdev', 'user,id=n', '-netdev', 'user,id=n'])).toBe("-netdev user,id=n: Duplicate ID 'n' for netdev");
+    expect(bad(['-netdev', 'user,id=n', '-netdev', 'user,id=n'])).toBe(
+      "-netdev user,id=n: Duplicate ID 'n' for netdev",
+    );
     expect(bad(['-drive', 'file=/nonexist.img,format=raw,if=ide'])).toBe(
       "-drive file=/nonexist.img,format=raw,if=ide: Could not open '/nonexist.img': No such file or directory",
     );
-    expect(bad(['-netdev', 'vhost-user,id=v0,chardev=nochr'])).toBe('-netdev vhost-user,id=v0,chardev=nochr: chardev "nochr" not found');
+    expect(bad(['-netdev', 'vhost-user,id=v0,chardev=nochr'])).toBe(
+      '-netdev vhost-user,id=v0,chardev=nochr: chardev "nochr" not found',
+    );
     expect(bad(['-incoming', 'bogus:'])).toBe('-incoming bogus:: unknown migration protocol: bogus:');
     expect(bad(['-machine', 'none', '--sim-cpr'])).toBe('--sim-cpr: simulator options must come before QEMU options');
     expect(bad(['--sim-fault', 'active:explode'])).toMatch(/^--sim-fault active:explode: expected PHASE:ACTION/);
@@ -176,7 +189,9 @@ describe('command line', () => {
     expect(bad(['-netdev', 'tap,id=t0,x-permit-local-migration=on'])).toBe(
       "-netdev tap,id=t0,x-permit-local-migration=on: Invalid parameter 'x-permit-local-migration'",
     );
-    expect(() => new SimulatedQemu(['--sim-dialect', 'local', '-netdev', 'tap,id=t0,x-permit-local-migration=on'])).not.toThrow();
+    expect(
+      () => new SimulatedQemu(['--sim-dialect', 'local', '-netdev', 'tap,id=t0,x-permit-local-migration=on']),
+    ).not.toThrow();
     expect(bad(['-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0,backend-transfer=on'])).toBe(
       "-device virtio-net-pci,netdev=n0,backend-transfer=on: Property 'virtio-net-pci.backend-transfer' not found",
     );
@@ -233,7 +248,10 @@ describe('QMP like QEMU', () => {
     const vm = await start({ dir, name: `${tag}a`, sim: ['--sim-version', '10.1.50'], extra: ['-S'] });
     const q = vm.qmp;
     expect(q.greeting).toEqual({
-      QMP: { version: { qemu: { micro: 50, minor: 1, major: 10 }, package: expect.any(String) }, capabilities: ['oob'] },
+      QMP: {
+        version: { qemu: { micro: 50, minor: 1, major: 10 }, package: expect.any(String) },
+        capabilities: ['oob'],
+      },
     });
     // A second, raw connection: one client at a time, like QEMU's chardev. It is greeted when the first leaves.
     const raw = await new Promise<import('node:net').Socket>((resolve) => {
@@ -245,22 +263,38 @@ describe('QMP like QEMU', () => {
     await sleep(100);
     expect(rawText).toBe('');
     q.close();
-    await until(() => rawText, (t) => t.includes('\r\n'));
-    expect(rawText).toMatch(/^\{"QMP": \{"version": \{"qemu": \{"micro": 50, "minor": 1, "major": 10\}, "package": ".*"\}, "capabilities": \["oob"\]\}\}\r\n$/);
+    await until(
+      () => rawText,
+      (t) => t.includes('\r\n'),
+    );
+    expect(rawText).toMatch(
+      /^\{"QMP": \{"version": \{"qemu": \{"micro": 50, "minor": 1, "major": 10\}, "package": ".*"\}, "capabilities": \["oob"\]\}\}\r\n$/,
+    );
     rawText = '';
     raw.write('{"execute":"query-status","id":5}\n');
-    await until(() => rawText, (t) => t.endsWith('\r\n'));
-    expect(rawText).toBe(`{"error": {"class": "CommandNotFound", "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}, "id": 5}\r\n`);
+    await until(
+      () => rawText,
+      (t) => t.endsWith('\r\n'),
+    );
+    expect(rawText).toBe(
+      `{"error": {"class": "CommandNotFound", "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}, "id": 5}\r\n`,
+    );
     rawText = '';
     // Two commands in one write, split across no newline: QEMU's JSON streamer copes.
     raw.write('{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}{"execute":"query-status","id":"x"}');
-    await until(() => rawText, (t) => t.split('\r\n').length === 3);
+    await until(
+      () => rawText,
+      (t) => t.split('\r\n').length === 3,
+    );
     expect(rawText).toBe('{"return": {}}\r\n{"return": {"status": "prelaunch", "running": false}, "id": "x"}\r\n');
     raw.destroy();
 
     const c = await RawQmp.connect(vm.qmpPath);
     const err = async (name: string, args?: Record<string, unknown>) => (await c.execute(name, args)).error;
-    expect(await err('qmp_capabilities')).toEqual({ class: 'CommandNotFound', desc: 'Capabilities negotiation is already complete, command ignored' });
+    expect(await err('qmp_capabilities')).toEqual({
+      class: 'CommandNotFound',
+      desc: 'Capabilities negotiation is already complete, command ignored',
+    });
     expect(await err('nosuch')).toEqual({ class: 'CommandNotFound', desc: 'The command nosuch has not been found' });
     expect(await err('query-status', { a: 1 })).toEqual({ class: 'GenericError', desc: "Parameter 'a' is unexpected" });
     expect(await err('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: 1 }] })).toEqual({
@@ -279,8 +313,14 @@ describe('QMP like QEMU', () => {
       class: 'GenericError',
       desc: "Parameter 'backend-transfer' is unexpected",
     });
-    expect(await err('migrate', {})).toEqual({ class: 'GenericError', desc: "need either 'uri' or 'channels' argument" });
-    expect(await err('qom-get', { path: '/nope', property: 'type' })).toEqual({ class: 'DeviceNotFound', desc: "Device '/nope' not found" });
+    expect(await err('migrate', {})).toEqual({
+      class: 'GenericError',
+      desc: "need either 'uri' or 'channels' argument",
+    });
+    expect(await err('qom-get', { path: '/nope', property: 'type' })).toEqual({
+      class: 'DeviceNotFound',
+      desc: "Device '/nope' not found",
+    });
     expect(await err('qom-get', { path: '/machine', property: 'nope' })).toEqual({
       class: 'GenericError',
       desc: "Property 'pc-i440fx-7.2-machine.nope' not found",
@@ -294,7 +334,9 @@ describe('QMP like QEMU', () => {
     expect(await c.cmd('qom-get', { path: 'ram0', property: 'type' })).toBe('memory-backend-memfd');
     expect(await c.cmd('qom-get', { path: '/objects/ram0', property: 'share' })).toBe(true);
     expect(await c.cmd('qom-get', { path: '/objects/ram0', property: 'size' })).toBe(32 * 2 ** 20);
-    expect(await c.cmd('human-monitor-command', { 'command-line': 'info status' })).toBe('VM status: paused (prelaunch)\r\n');
+    expect(await c.cmd('human-monitor-command', { 'command-line': 'info status' })).toBe(
+      'VM status: paused (prelaunch)\r\n',
+    );
     expect(await c.cmd('human-monitor-command', { 'command-line': 'xyz' })).toBe("unknown command: 'xyz'\r\n");
 
     // The guest counter: frozen before cont, rising after; the HMP output is QEMU's.
@@ -306,7 +348,9 @@ describe('QMP like QEMU', () => {
     await sleep(30);
     const c2 = await readCounter(c);
     expect(c2).toBeGreaterThan(c1);
-    expect(await c.cmd('human-monitor-command', { 'command-line': 'x /2wx 0x7e00' })).toMatch(/^0000000000007e00: 0x[0-9a-f]{8} 0x00000000\r\n$/);
+    expect(await c.cmd('human-monitor-command', { 'command-line': 'x /2wx 0x7e00' })).toMatch(
+      /^0000000000007e00: 0x[0-9a-f]{8} 0x00000000\r\n$/,
+    );
     await c.cmd('stop');
     await c.waitEvent('STOP');
     const frozen = await readCounter(c);
@@ -327,7 +371,12 @@ describe('QMP like QEMU', () => {
       dir,
       name: `${tag}s`,
       sim: ['--sim-dialect', 'backend-transfer-list'],
-      extra: ['-netdev', `tap,id=net0,ifname=${tag}s0,script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=net0,id=nic0'],
+      extra: [
+        '-netdev',
+        `tap,id=net0,ifname=${tag}s0,script=no,downscript=no`,
+        '-device',
+        'virtio-net-pci,netdev=net0,id=nic0',
+      ],
     });
     const schema = servedSchema({ base: '10.0.2', dialect: DIALECTS['backend-transfer-list'], cpr: true });
     const checker = new SchemaChecker(schema);
@@ -346,13 +395,19 @@ describe('QMP like QEMU', () => {
       const ret = await vm.qmp.cmd(cmd);
       expect([cmd, checker.checkValue(schema.retType(cmd), ret)]).toEqual([cmd, undefined]);
     }
-    expect(await vm.qmp.cmd('query-backend-transfer-support')).toEqual([{ path: '/machine/peripheral/nic0/virtio-backend' }]);
+    expect(await vm.qmp.cmd('query-backend-transfer-support')).toEqual([
+      { path: '/machine/peripheral/nic0/virtio-backend' },
+    ]);
     expect(await vm.qmp.cmd('qom-list', { path: '/machine/peripheral' })).toEqual([
       { name: 'type', type: 'string' },
       { name: 'nic0', type: 'child<virtio-net-pci>' },
     ]);
-    expect(await vm.qmp.cmd('qom-get', { path: '/machine/peripheral/nic0/virtio-backend', property: 'type' })).toBe('virtio-net-device');
-    expect(await vm.qmp.cmd('qom-get', { path: '/machine/peripheral/nic0', property: 'mac' })).toBe('52:54:00:12:34:56');
+    expect(await vm.qmp.cmd('qom-get', { path: '/machine/peripheral/nic0/virtio-backend', property: 'type' })).toBe(
+      'virtio-net-device',
+    );
+    expect(await vm.qmp.cmd('qom-get', { path: '/machine/peripheral/nic0', property: 'mac' })).toBe(
+      '52:54:00:12:34:56',
+    );
     expect(await vm.qmp.cmd('qom-get', { path: '/machine/peripheral/nic0', property: 'netdev' })).toBe('net0');
     const caps = await vm.qmp.cmd<Array<{ capability: string }>>('query-migrate-capabilities');
     expect(caps.map((c) => c.capability)).toContain('x-ignore-shared');
@@ -419,7 +474,16 @@ describe('migration between two simulator processes', () => {
         dir,
         name: `${tag}src`,
         sim,
-        extra: ['-netdev', c.srcNet0(tag), '-device', c.srcDev0, '-netdev', `tap,id=net1,ifname=${tag}s1,${tapOpts}`, '-device', 'virtio-net-pci,netdev=net1,id=nic1'],
+        extra: [
+          '-netdev',
+          c.srcNet0(tag),
+          '-device',
+          c.srcDev0,
+          '-netdev',
+          `tap,id=net1,ifname=${tag}s1,${tapOpts}`,
+          '-device',
+          'virtio-net-pci,netdev=net1,id=nic1',
+        ],
       }),
       start({ dir, name: `${tag}dst`, sim, extra: ['-S', '-incoming', 'defer'] }),
     ]);
@@ -467,7 +531,12 @@ describe('migration between two simulator processes', () => {
     expect(await src.qmp.cmd('query-status')).toEqual({ status: 'postmigrate', running: false });
     expect(await dst.qmp.cmd('query-status')).toEqual({ status: 'paused', running: false });
     const info = await src.qmp.cmd<Record<string, unknown>>('query-migrate');
-    expect(info).toMatchObject({ status: 'completed', 'setup-time': expect.any(Number), downtime: expect.any(Number), 'total-time': expect.any(Number) });
+    expect(info).toMatchObject({
+      status: 'completed',
+      'setup-time': expect.any(Number),
+      downtime: expect.any(Number),
+      'total-time': expect.any(Number),
+    });
     expect(info.ram).toMatchObject({ total: 32 * 2 ** 20 + 794624, remaining: 0 });
 
     // The destination continues the guest from the source's state.
@@ -503,8 +572,18 @@ describe('migration between two simulator processes', () => {
   test('a destination re-creating a TAP a live source owns fails with EBUSY, in every dialect', async () => {
     const { state, tag } = scope();
     // Upstream: the tap is opened when the netdev is created.
-    const src = await start({ dir, name: `${tag}src`, sim: ['--sim-state-dir', state], extra: ['-netdev', `tap,id=net0,ifname=${tag}s0,${tapOpts}`] });
-    const { argv } = vmArgv({ dir, name: `${tag}dup`, sim: ['--sim-state-dir', state], extra: ['-netdev', `tap,id=net0,ifname=${tag}s0,${tapOpts}`] });
+    const src = await start({
+      dir,
+      name: `${tag}src`,
+      sim: ['--sim-state-dir', state],
+      extra: ['-netdev', `tap,id=net0,ifname=${tag}s0,${tapOpts}`],
+    });
+    const { argv } = vmArgv({
+      dir,
+      name: `${tag}dup`,
+      sim: ['--sim-state-dir', state],
+      extra: ['-netdev', `tap,id=net0,ifname=${tag}s0,${tapOpts}`],
+    });
     const r = await runSim(argv);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(
@@ -521,13 +600,26 @@ describe('migration between two simulator processes', () => {
         dir,
         name: `${tag}bs`,
         sim,
-        extra: ['-netdev', `tap,id=net0,ifname=${tag}b0,${tapOpts}`, '-device', 'virtio-net-pci,netdev=net0,id=nic0,backend-transfer=off'],
+        extra: [
+          '-netdev',
+          `tap,id=net0,ifname=${tag}b0,${tapOpts}`,
+          '-device',
+          'virtio-net-pci,netdev=net0,id=nic0,backend-transfer=off',
+        ],
       }),
       start({
         dir,
         name: `${tag}bd`,
         sim,
-        extra: ['-netdev', `tap,id=net0,ifname=${tag}b0,${tapOpts}`, '-device', 'virtio-net-pci,netdev=net0,id=nic0,backend-transfer=off', '-S', '-incoming', 'defer'],
+        extra: [
+          '-netdev',
+          `tap,id=net0,ifname=${tag}b0,${tapOpts}`,
+          '-device',
+          'virtio-net-pci,netdev=net0,id=nic0,backend-transfer=off',
+          '-S',
+          '-incoming',
+          'defer',
+        ],
       }),
     ]);
     await enableEvents(bsrc.qmp, bdst.qmp);
@@ -538,15 +630,29 @@ describe('migration between two simulator processes', () => {
     expect(await bdst.exited).toEqual({ code: 1, signal: null });
     expect(bdst.stderr()).toContain(`could not configure /dev/net/tun (${tag}b0): Device or resource busy`);
     expect(await bsrc.qmp.cmd('query-status')).toEqual({ status: 'running', running: true });
-    expect(await bsrc.qmp.cmd('query-migrate')).toEqual({ status: 'failed', 'error-desc': 'Unable to write to socket: Broken pipe' });
+    expect(await bsrc.qmp.cmd('query-migrate')).toEqual({
+      status: 'failed',
+      'error-desc': 'Unable to write to socket: Broken pipe',
+    });
     expect(backendOwner(state, `tap:${tag}b0`)?.pid).toBe(bsrc.proc.pid);
   });
 
   test('machine type or devices that differ fail the load like QEMU', async () => {
     const { tag } = scope();
     const [src, dst, dst2] = await Promise.all([
-      start({ dir, name: `${tag}src`, sim: FAST, extra: ['-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0,id=nic0'] }),
-      start({ dir, name: `${tag}dst`, sim: FAST, machine: 'pc-i440fx-10.0', extra: ['-S', '-incoming', `unix:${dir}/${tag}.a`] }),
+      start({
+        dir,
+        name: `${tag}src`,
+        sim: FAST,
+        extra: ['-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0,id=nic0'],
+      }),
+      start({
+        dir,
+        name: `${tag}dst`,
+        sim: FAST,
+        machine: 'pc-i440fx-10.0',
+        extra: ['-S', '-incoming', `unix:${dir}/${tag}.a`],
+      }),
       start({ dir, name: `${tag}d2`, sim: FAST, extra: ['-S', '-incoming', `unix:${dir}/${tag}.b`] }),
     ]);
     await enableEvents(src.qmp);
@@ -568,7 +674,14 @@ describe('migration between two simulator processes', () => {
     const vhost = path.join(dir, `${tag}.vhost`);
     writeFileSync(vhost, ''); // the vhost-user server's socket (the simulator only checks it exists)
     const sim = ['--sim-dialect', 'backend-transfer-list', '--sim-state-dir', state, ...FAST];
-    const net = ['-chardev', `socket,id=chr0,path=${vhost}`, '-netdev', 'vhost-user,id=net0,chardev=chr0', '-device', 'virtio-net-pci,netdev=net0,id=nic0'];
+    const net = [
+      '-chardev',
+      `socket,id=chr0,path=${vhost}`,
+      '-netdev',
+      'vhost-user,id=net0,chardev=chr0',
+      '-device',
+      'virtio-net-pci,netdev=net0,id=nic0',
+    ];
     const [src, dst] = await Promise.all([
       startHere({ dir, name: `${tag}src`, sim, extra: net }),
       startHere({ dir, name: `${tag}dst`, sim, extra: [...net, '-S', '-incoming', `unix:${dir}/${tag}.mig`] }),
@@ -599,18 +712,29 @@ describe('migration between two simulator processes', () => {
       dir,
       name: `${tag}dst`,
       sim: ['--sim-version', '10.0.2'],
-      extra: ['-S', '-incoming', `unix:${main}`, '-incoming', JSON.stringify({ 'channel-type': 'cpr', addr: { transport: 'socket', type: 'unix', path: cpr } })],
+      extra: [
+        '-S',
+        '-incoming',
+        `unix:${main}`,
+        '-incoming',
+        JSON.stringify({ 'channel-type': 'cpr', addr: { transport: 'socket', type: 'unix', path: cpr } }),
+      ],
     });
     const dst = spawnSim(argv);
     procs.push({ ...dst, qmp: undefined as unknown as RawQmp, qmpPath: qmp });
-    await until(() => existsSync(cpr), (x) => x);
+    await until(
+      () => existsSync(cpr),
+      (x) => x,
+    );
     await sleep(50);
     expect(existsSync(qmp)).toBe(false);
 
     await enableEvents(src.qmp);
     // Plain URI in cpr-transfer mode: refused, as QEMU does.
     await src.qmp.cmd('migrate-set-parameters', { mode: 'cpr-transfer' });
-    expect((await src.qmp.execute('migrate', { uri: `unix:${main}` })).error?.desc).toBe("missing 'cpr' migration channel");
+    expect((await src.qmp.execute('migrate', { uri: `unix:${main}` })).error?.desc).toBe(
+      "missing 'cpr' migration channel",
+    );
     const before = await readCounter(src.qmp);
     await src.qmp.cmd('migrate', {
       channels: [
@@ -620,18 +744,26 @@ describe('migration between two simulator processes', () => {
     });
     const d = await RawQmp.connect(qmp);
     expect((await migrationDone(src.qmp)).data).toEqual({ status: 'completed' });
-    const seen = src.qmp.events.filter((e) => ['MIGRATION', 'STOP'].includes(e.event as string)).map((e) => e.data?.status ?? e.event);
+    const seen = src.qmp.events
+      .filter((e) => ['MIGRATION', 'STOP'].includes(e.event as string))
+      .map((e) => e.data?.status ?? e.event);
     expect(seen).toEqual(['setup', 'STOP', 'active', 'device', 'completed']);
     const info = await src.qmp.cmd<{ ram: { total: number } }>('query-migrate');
     expect(info.ram.total).toBe(0);
-    await until(() => d.cmd<{ status: string }>('query-status'), (s) => s.status === 'paused');
+    await until(
+      () => d.cmd<{ status: string }>('query-status'),
+      (s) => s.status === 'paused',
+    );
     expect(await readCounter(d)).toBeGreaterThanOrEqual(before);
     await d.cmd('cont');
     expect(await d.cmd('query-status')).toEqual({ status: 'running', running: true });
   });
 
   test('cpr-transfer needs shared fd-backed RAM and aux-ram-share', async () => {
-    const vm = await launchSimulatedQemu(['-machine', 'pc-i440fx-7.2', '-m', '32', '-qmp', `unix:${dir}/cprx.qmp,server=on,wait=off`], { stderr: () => undefined });
+    const vm = await launchSimulatedQemu(
+      ['-machine', 'pc-i440fx-7.2', '-m', '32', '-qmp', `unix:${dir}/cprx.qmp,server=on,wait=off`],
+      { stderr: () => undefined },
+    );
     try {
       const q = await RawQmp.connect(`${dir}/cprx.qmp`);
       await q.cmd('migrate-set-parameters', { mode: 'cpr-transfer' });
@@ -730,7 +862,10 @@ describe('faults', () => {
       startHere({ dir, name: `${tag}src`, sim: ['--sim-fault', 'cont:error', ...FAST], extra: ['-S'] }),
       startHere({ dir, name: `${tag}dst`, extra: ['-S', '-incoming', `unix:${dir}/${tag}.mig`] }),
     ]);
-    expect((await src.qmp.execute('cont')).error).toEqual({ class: 'GenericError', desc: 'simulated fault: cont failed (cont:error)' });
+    expect((await src.qmp.execute('cont')).error).toEqual({
+      class: 'GenericError',
+      desc: 'simulated fault: cont failed (cont:error)',
+    });
     expect(await src.qmp.cmd('query-status')).toEqual({ status: 'prelaunch', running: false });
     expect((await src.qmp.execute('cont')).return).toEqual({});
     await src.qmp.cmd('x-sim-inject-fault', { phase: 'qmp', action: 'error' });
@@ -741,7 +876,10 @@ describe('faults', () => {
     await src.qmp.cmd('x-sim-inject-fault', { phase: 'device', action: 'error' });
     await src.qmp.cmd('migrate', { uri: `unix:${dir}/${tag}.mig` });
     expect((await migrationDone(src.qmp)).data).toEqual({ status: 'failed' });
-    expect(await src.qmp.cmd('query-migrate')).toEqual({ status: 'failed', 'error-desc': 'simulated fault: migration failed in device (device:error)' });
+    expect(await src.qmp.cmd('query-migrate')).toEqual({
+      status: 'failed',
+      'error-desc': 'simulated fault: migration failed in device (device:error)',
+    });
     // The guest was stopped for the device phase; the failure resumes it.
     expect(src.qmp.events.map((e) => e.event)).toEqual(expect.arrayContaining(['STOP', 'RESUME']));
     expect(await src.qmp.cmd('query-status')).toEqual({ status: 'running', running: true });
@@ -793,7 +931,10 @@ describe('process behaviour', () => {
     const q = await RawQmp.connect(qmp);
     expect(await q.cmd('query-status')).toEqual({ status: 'running', running: true });
     await q.cmd('quit');
-    await until(() => existsSync(pidfile), (x) => !x);
+    await until(
+      () => existsSync(pidfile),
+      (x) => !x,
+    );
     await until(
       () => {
         try {
@@ -828,9 +969,23 @@ describe('fleet scale, in one process', () => {
         dir,
         name: `${tag}v${i}`,
         sim: ['--sim-state-dir', state, '--sim-dialect', 'local', '--sim-ram-rate-mbps', '4000'],
-        extra: i < N / 2 ? ['-netdev', `tap,id=net0,ifname=${tag}x${i},${tapOpts},x-permit-local-migration=on`, '-device', 'virtio-net-pci,netdev=net0,id=nic0'] : [
-          '-netdev', `tap,id=net0,${tapOpts},x-permit-local-migration=on`, '-device', 'virtio-net-pci,netdev=net0,id=nic0', '-S', '-incoming', `unix:${dir}/${tag}m${i - N / 2}`,
-        ],
+        extra:
+          i < N / 2
+            ? [
+                '-netdev',
+                `tap,id=net0,ifname=${tag}x${i},${tapOpts},x-permit-local-migration=on`,
+                '-device',
+                'virtio-net-pci,netdev=net0,id=nic0',
+              ]
+            : [
+                '-netdev',
+                `tap,id=net0,${tapOpts},x-permit-local-migration=on`,
+                '-device',
+                'virtio-net-pci,netdev=net0,id=nic0',
+                '-S',
+                '-incoming',
+                `unix:${dir}/${tag}m${i - N / 2}`,
+              ],
       });
       vms.push(await launchSimulatedQemu(argv, { stderr: () => undefined }));
     }
@@ -854,7 +1009,8 @@ describe('fleet scale, in one process', () => {
         }),
       );
       const ledger = readLedger(state);
-      for (const i of pairs) expect(ledger.backends[`tap:${tag}x${i}`].owner.instance).toBe(vms[i + N / 2].owner.instance);
+      for (const i of pairs)
+        expect(ledger.backends[`tap:${tag}x${i}`].owner.instance).toBe(vms[i + N / 2].owner.instance);
       // Concurrency, from the simulator's own records: intervals between setup and completed overlap.
       const mig = ledger.events.filter((e) => e.event === 'migration' && e.role === 'source');
       const spans = pairs.map((i) => {
