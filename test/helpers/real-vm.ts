@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { requireRealPart, type QemuBuild } from '../../infra/real-parts';
+import { requireQemu, type QemuBuild } from '../../infra/real-parts';
 import { QmpClient, type QmpClientOptions } from '../../activities/qmp/client';
 
 export interface LaunchOptions {
@@ -102,14 +102,12 @@ const live = new Set<RealVm>();
  * TCG keeps the tests independent of KVM access.
  */
 export async function launchQemu(build: QemuBuild, options: LaunchOptions): Promise<RealVm> {
-  // The binary must exist (fails loudly otherwise). Data folders are passed where they exist: the 10.0.2
-  // unpack has no usr/share/seabios (install.sh downloads no seabios deb) and Debian's compiled-in firmware
-  // path finds the system SeaBIOS instead; qmp-real-qemu.test.ts asserts requireQemu() on both builds.
-  requireRealPart(`QEMU ${build.label}`, build.binary);
+  // A missing binary or data folder fails loudly, naming the part and the command that installs it.
+  requireQemu(build);
   const qmpSocket = path.join(options.dir, `${options.name}.qmp`);
   if (Buffer.byteLength(qmpSocket) > 100) throw new Error(`socket path too long for sun_path: ${qmpSocket}`);
   const argv = [
-    ...build.dataDirs.filter((d) => existsSync(d)).flatMap((d) => ['-L', d]),
+    ...build.dataDirs.flatMap((d) => ['-L', d]),
     '-nodefaults',
     '-display',
     'none',
