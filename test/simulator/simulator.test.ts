@@ -908,7 +908,6 @@ describe('faults', () => {
     expect(b.ram.transferred).toBe(a.ram.transferred);
     await src.qmp.cmd('x-sim-clear-faults');
     expect((await migrationDone(src.qmp)).data).toEqual({ status: 'completed' });
-    await dst.qmp.waitEvent('STOP', () => true, 10).catch(() => undefined);
     expect(await dst.qmp.cmd('query-status')).toEqual({ status: 'paused', running: false });
 
     // slow on a command phase delays the reply.
@@ -916,6 +915,39 @@ describe('faults', () => {
     const t0 = Date.now();
     await src.qmp.cmd('query-status');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+  });
+});
+
+describe('faults at setup and device', () => {
+  test('setup:error fails before anything moved; device:slow holds the guest stopped until cleared', async () => {
+    const { tag } = scope();
+    const [src, dst] = await Promise.all([
+      startHere({ dir, name: `${tag}src`, sim: ['--sim-fault', 'setup:error', ...FAST] }),
+      startHere({ dir, name: `${tag}dst`, extra: ['-S', '-incoming', `unix:${dir}/${tag}.mig`] }),
+    ]);
+    await enableEvents(src.qmp);
+    await src.qmp.cmd('migrate', { uri: `unix:${dir}/${tag}.mig` });
+    expect((await migrationDone(src.qmp)).data).toEqual({ status: 'failed' });
+    expect(await src.qmp.cmd('query-migrate')).toEqual({
+      status: 'failed',
+      'error-desc': 'simulated fault: migration failed in setup (setup:error)',
+    });
+    expect(src.qmp.events.map((e) => e.event)).not.toContain('STOP');
+    expect(await dst.qmp.cmd('query-status')).toEqual({ status: 'inmigrate', running: false });
+
+    // A new attempt, with the device phase stalled: the source is stopped (finish-migrate) and stays so.
+    src.qmp.events.length = 0;
+    await src.qmp.cmd('x-sim-inject-fault', { phase: 'device', action: 'slow' });
+    await src.qmp.cmd('migrate', { uri: `unix:${dir}/${tag}.mig` });
+    await src.qmp.waitEvent('STOP');
+    expect(await src.qmp.cmd('query-status')).toEqual({ status: 'finish-migrate', running: false });
+    const frozen = await readCounter(src.qmp);
+    await sleep(100);
+    expect(await readCounter(src.qmp)).toBe(frozen);
+    expect(await src.qmp.cmd<{ status: string }>('query-migrate')).toMatchObject({ status: 'active' });
+    await src.qmp.cmd('x-sim-clear-faults', { phase: 'device' });
+    expect((await migrationDone(src.qmp)).data).toEqual({ status: 'completed' });
+    expect(await readCounter(dst.qmp)).toBe(frozen);
   });
 });
 
