@@ -1,5 +1,6 @@
 // How the CLI ends: one line on stderr and a distinct exit code for every failure an operator can cause
 // or meet; a stack trace only for a bug of ours.
+import { WorkflowFailedError } from '@temporalio/client';
 import { ConfigError } from '../activities/host/validate';
 import { QemuLaunchError } from '../activities/host/qemu-launcher';
 import { VmAlreadyRunningError } from '../activities/host/vm-launch';
@@ -43,6 +44,12 @@ export class PeerError extends CliError {
 export function describeFailure(err: unknown): { line: string; exitCode: number; stack?: string } {
   if (err instanceof CliError) return { line: err.message, exitCode: err.exitCode };
   if (isQmpFailure(err)) return { line: err.message, exitCode: ExitCode.peer };
+  if (err instanceof WorkflowFailedError) {
+    let cause: unknown = err.cause;
+    while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
+    const why = cause instanceof Error ? cause.message : err.message;
+    return { line: `the workflow failed: ${why}`, exitCode: ExitCode.failed };
+  }
   if (err instanceof ConfigError) return { line: err.message, exitCode: ExitCode.badInput };
   if (err instanceof VmAlreadyRunningError) return { line: err.message, exitCode: ExitCode.failed };
   if (err instanceof QemuLaunchError)

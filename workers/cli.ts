@@ -6,6 +6,7 @@ import { Client } from '@temporalio/client';
 import { runProbe } from './commands/probe';
 import { runHostWorker, runOrchestratorWorker } from './commands/run-worker';
 import { runDemo } from './commands/demo';
+import { hostInit } from './commands/host-init';
 import { checkIds, vmLaunch, vmRetry, vmStatus, vmUpgrade } from './commands/vm';
 import { connectClient, settingsFromEnv, type TemporalSettings } from './temporal-connection';
 
@@ -55,6 +56,17 @@ export function buildProgram(): Command {
   ).action(async (opts: TemporalFlags) => {
     await runOrchestratorWorker(settingsOf(opts));
   });
+
+  program
+    .command('host')
+    .description('this host')
+    .command('init')
+    .description('write a host config allow-listing the QEMU builds of this checkout, and a first VM spec')
+    .requiredOption('--host-id <id>', 'the host id (task queue qemu-host.<id>)')
+    .requiredOption('--runtime-dir <dir>', 'where the host keeps records, sockets and logs (keep it short)')
+    .action((opts: { hostId: string; runtimeDir: string }) => {
+      process.stdout.write(`${hostInit(opts.hostId, opts.runtimeDir)}\n`);
+    });
 
   const vm = program.command('vm').description('one VM, by hand');
   vm.command('launch')

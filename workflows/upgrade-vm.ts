@@ -18,9 +18,10 @@ import type {
   MigrationProgress,
   ProcessRef,
   RollbackOutcome,
+  SourceInspection,
 } from '../activities/upgrade/api';
 import { failureTypes } from './failures';
-import { agreedTransferList, decide, type MigrationPlan } from './decisions/plan';
+import { agreedTransferList, decide, type MigrationPlan, type TargetFacts } from './decisions/plan';
 import { completionTimeoutSec, withDefaults, type MigrationPolicy } from './decisions/policy';
 import { phaseKey } from './search-attributes';
 
@@ -98,6 +99,18 @@ function reasonOf(err: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** The host worker refused the request (unknown VM, label not allow-listed): nothing was touched. */
+function isRefusal(err: unknown): boolean {
+  let e: unknown = err;
+  while (e instanceof Error) {
+    if (e instanceof ApplicationFailure && (e.type === failureTypes.vmNotFound || e.type === failureTypes.notAllowed)) {
+      return true;
+    }
+    e = 'cause' in e ? e.cause : undefined;
+  }
+  return false;
+}
+
 /** Whether a migrate failure says the destination has already run the guest. */
 function destinationRan(err: unknown): boolean {
   let e: unknown = err;
@@ -142,14 +155,26 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
 
   // 1. Inspect the source.
   upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
-  const source = await host.inspectSource({ vmId });
-  result.from = { label: source.process.label, version: source.qemuVersion };
   result.to = { label: input.target };
+  let source: SourceInspection;
+  try {
+    source = await host.inspectSource({ vmId });
+  } catch (err) {
+    if (isRefusal(err)) return finish('refused', reasonOf(err));
+    throw err;
+  }
+  result.from = { label: source.process.label, version: source.qemuVersion };
   if (source.process.label === input.target) return finish('already-on-target');
 
   // 2. Probe the target binary.
   enter('probe');
-  const target = await host.probeTarget({ label: input.target });
+  let target: TargetFacts;
+  try {
+    target = await host.probeTarget({ label: input.target });
+  } catch (err) {
+    if (isRefusal(err)) return finish('refused', reasonOf(err));
+    throw err;
+  }
   result.to.version = target.qemuVersion;
 
   // 3. Decide.
@@ -191,6 +216,12 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
       ramMiB: source.ramMiB,
       progressWorkflowId: workflowInfo().workflowId,
     });
+    progress.migration = {
+      status: 'completed',
+      transferredBytes: result.migration.transferredBytes,
+      remainingBytes: 0,
+      totalBytes: progress.migration?.totalBytes ?? result.migration.transferredBytes,
+    };
   } catch (err) {
     if (!destinationRan(err)) {
       return await rollBack(err);

@@ -17,6 +17,7 @@ import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
+import { killQemusUnder } from '../helpers/cleanup';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(240_000);
@@ -111,6 +112,7 @@ describe('upgradeVm under faults (real QEMU)', () => {
 
   afterAll(async () => {
     await harness?.stop();
+    if (tmp) killQemusUnder(tmp.path);
     tmp?.cleanup();
   });
 

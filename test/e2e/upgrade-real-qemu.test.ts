@@ -16,6 +16,7 @@ import { upgradeVm, upgradeVmProgressQuery } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
+import { killQemusUnder } from '../helpers/cleanup';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(180_000);
@@ -54,6 +55,7 @@ describe('upgradeVm on real QEMU', () => {
 
   afterAll(async () => {
     await harness?.stop();
+    if (tmp) killQemusUnder(tmp.path);
     tmp?.cleanup();
   });
 

@@ -1,0 +1,27 @@
+// QEMU processes are started detached (they outlive the worker that launched them), so a test must stop
+// the ones it caused: every QEMU whose command line names a path under its folder.
+import { readdirSync, readFileSync } from 'node:fs';
+
+export function qemuPidsUnder(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv[0]?.includes('qemu') && argv.some((a) => a.includes(dir))) pids.push(Number(entry));
+    } catch {
+      /* gone */
+    }
+  }
+  return pids;
+}
+
+export function killQemusUnder(dir: string): void {
+  for (const pid of qemuPidsUnder(dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}
