@@ -33,7 +33,10 @@ export function netdevsOf(spec: VmSpec, entries: readonly string[]): string[] {
     if (spec.netdevs.some((n) => n.id === id)) return id;
     const device = spec.devices.find((d) => d.id === id);
     if (device?.netdev) return device.netdev;
-    throw ApplicationFailure.nonRetryable(`backend ${entry} names no netdev of VM ${spec.id}`, failureTypes.migrationFailed);
+    throw ApplicationFailure.nonRetryable(
+      `backend ${entry} names no netdev of VM ${spec.id}`,
+      failureTypes.migrationFailed,
+    );
   });
 }
 

@@ -46,7 +46,8 @@ export async function verify(
     const devices = children.filter((c) => c.type.startsWith('child<')).map((c) => c.name);
     const problems: string[] = [];
     if (!state.running) problems.push(`status is ${state.status}, not running`);
-    if (version.version !== input.expectVersion) problems.push(`QEMU ${version.version}, expected ${input.expectVersion}`);
+    if (version.version !== input.expectVersion)
+      problems.push(`QEMU ${version.version}, expected ${input.expectVersion}`);
     const missing = record.spec.devices.map((d) => d.id).filter((id) => !devices.includes(id));
     if (missing.length) problems.push(`devices missing: ${missing.join(', ')}`);
     if (problems.length) {
@@ -95,7 +96,10 @@ export async function finalize(config: HostConfig, input: Parameters<HostActivit
         binary: { label: binary.label, path: binary.path },
         generation: input.destination.generation,
         startedAt: new Date().toISOString(),
-        logFile: record.logFile?.replace(/\.\d+\.(source|destination)\.log$/, `.${input.destination.generation}.destination.log`),
+        logFile: record.logFile?.replace(
+          /\.\d+\.(source|destination)\.log$/,
+          `.${input.destination.generation}.destination.log`,
+        ),
       },
       { expectGeneration: record.generation },
     );
@@ -146,7 +150,10 @@ export async function rollback(
     const running = await withQmp(config, destination, async (qmp) => (await statusOf(qmp)).running).catch(() => false);
     if (running) {
       await finalize(config, input);
-      return { runningIn: input.destination, actions: [...actions, 'the destination already runs the guest: kept it and finalized'] };
+      return {
+        runningIn: input.destination,
+        actions: [...actions, 'the destination already runs the guest: kept it and finalized'],
+      };
     }
   }
   const ran = destinationMayHaveRun(config, vmId, input.destination.generation);

@@ -34,7 +34,10 @@ export async function requireRecord(config: HostConfig, vmId: string): Promise<V
   assertSafeIdOrRefuse(vmId);
   const record = await readVmRecord(config.runtimeDir, vmId);
   if (!record) {
-    throw ApplicationFailure.nonRetryable(`VM ${vmId} is not in the inventory of host ${config.hostId}`, failureTypes.vmNotFound);
+    throw ApplicationFailure.nonRetryable(
+      `VM ${vmId} is not in the inventory of host ${config.hostId}`,
+      failureTypes.vmNotFound,
+    );
   }
   return record;
 }
@@ -56,7 +59,13 @@ export function allowedBinary(config: HostConfig, label: string): ResolvedBinary
   }
 }
 
-export async function rememberProcess(config: HostConfig, vmId: string, generation: number, label: string, pid: number) {
+export async function rememberProcess(
+  config: HostConfig,
+  vmId: string,
+  generation: number,
+  label: string,
+  pid: number,
+) {
   const body = { pid, label, startedAt: new Date().toISOString() };
   await writeFileAtomic(procFile(config, vmId, generation), JSON.stringify(body));
 }
@@ -70,7 +79,13 @@ export async function findProcess(config: HostConfig, vmId: string, ref: Process
   const qmpSocket = socketPath(config.runtimeDir, vmId, ref.generation, 'qmp');
   const record = await requireRecord(config, vmId);
   if (record.generation === ref.generation) {
-    return { vmId, generation: ref.generation, label: record.binary.label, pid: record.pid, qmpSocket: record.qmpSocket };
+    return {
+      vmId,
+      generation: ref.generation,
+      label: record.binary.label,
+      pid: record.pid,
+      qmpSocket: record.qmpSocket,
+    };
   }
   let text: string;
   try {
@@ -87,7 +102,12 @@ export function isAlive(p: VmProcess): boolean {
 }
 
 /** A live process of the generation, or a non-retryable ProcessLost naming it. */
-export async function requireLiveProcess(config: HostConfig, vmId: string, ref: ProcessRef, role: string): Promise<VmProcess> {
+export async function requireLiveProcess(
+  config: HostConfig,
+  vmId: string,
+  ref: ProcessRef,
+  role: string,
+): Promise<VmProcess> {
   const p = await findProcess(config, vmId, ref);
   if (!p || !isAlive(p)) {
     throw ApplicationFailure.nonRetryable(
