@@ -37,8 +37,8 @@ interface FakeVm {
   /** null: the machine has no aux-ram-share property. */
   auxRamShare?: boolean | null;
   transferSupport?: unknown;
-  /** Device id → its QOM property names. */
-  peripherals?: Record<string, string[]>;
+  /** Device id → its QOM properties and their values. */
+  peripherals?: Record<string, Record<string, unknown>>;
   /** Commands answered with an error. */
   refuse?: string[];
 }
@@ -64,6 +64,9 @@ function answer(vm: FakeVm, cmd: ReceivedCommand): object {
       if (key === '/machine#aux-ram-share' && aux !== null) return ok(aux);
       if (memory && key === `${memory.id}#type`) return ok(memory.type);
       if (memory && key === `${memory.id}#share`) return ok(memory.share);
+      const device = /^\/machine\/peripheral\/([^/]+)#(.+)$/.exec(key);
+      const props = device ? vm.peripherals?.[device[1]!] : undefined;
+      if (device && props && device[2]! in props) return ok(props[device[2]!]);
       return fail('GenericError', `Property '${String(args.property)}' not found`);
     }
     case 'qom-list': {
@@ -77,7 +80,7 @@ function answer(vm: FakeVm, cmd: ReceivedCommand): object {
       const id = String(args.path).replace('/machine/peripheral/', '');
       const props = peripherals[id];
       if (!props) return fail('DeviceNotFound', `Device '${id}' not found`);
-      return ok([{ name: 'type', type: 'string' }, ...props.map((p) => ({ name: p, type: 'bool' }))]);
+      return ok([{ name: 'type', type: 'string' }, ...Object.keys(props).map((p) => ({ name: p, type: 'bool' }))]);
     }
     case 'query-backend-transfer-support':
       return ok(vm.transferSupport ?? []);
@@ -126,11 +129,15 @@ describe('probeVm (fake QEMU serving patched real schemas)', () => {
     expect(conn.received.map((r) => r.execute)).toContain('query-backend-transfer-support');
   });
 
-  it('backend-transfer-bool: the devices that have the backend-transfer property', async () => {
+  it('backend-transfer-bool: the devices with the backend-transfer property (on)', async () => {
     const { caps } = await probeFake({
       schema: dialectSchema('backend-transfer-bool'),
       memory: { id: 'pc.ram', type: 'memory-backend-ram', share: false },
-      peripherals: { net0: ['mac', 'netdev', 'backend-transfer'], disk0: ['drive'], vu0: ['chardev', 'backend-transfer'] },
+      peripherals: {
+        net0: { mac: '52:54:00:12:34:56', netdev: 'hn0', 'backend-transfer': true },
+        disk0: { drive: 'd0' },
+        vu0: { chardev: 'c0', 'backend-transfer': true },
+      },
     });
     const c = await caps;
     expect(c.backendTransfer).toEqual({ dialect: 'backend-transfer-bool', transferable: ['net0', 'vu0'] });
