@@ -92,15 +92,19 @@ export class FakeQmpConnection {
     const ready = this.unread.shift();
     if (ready) return Promise.resolve(ready);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`fake QMP peer: no command within ${timeoutMs} ms`)), timeoutMs);
-      void this.closed.then(() => {
-        clearTimeout(timer);
-        reject(new Error('fake QMP peer: connection closed while waiting for a command'));
-      });
-      this.waiters.push((c) => {
+      const waiter = (c: ReceivedCommand) => {
         clearTimeout(timer);
         resolve(c);
-      });
+      };
+      const giveUp = (message: string) => {
+        const at = this.waiters.indexOf(waiter);
+        if (at !== -1) this.waiters.splice(at, 1);
+        clearTimeout(timer);
+        reject(new Error(message));
+      };
+      const timer = setTimeout(() => giveUp(`fake QMP peer: no command within ${timeoutMs} ms`), timeoutMs);
+      void this.closed.then(() => giveUp('fake QMP peer: connection closed while waiting for a command'));
+      this.waiters.push(waiter);
     });
   }
 
@@ -198,11 +202,17 @@ export class FakeQmpPeer {
     const existing = this.connections[taken];
     if (existing) return Promise.resolve(existing);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`fake QMP peer: no connection within ${timeoutMs} ms`)), timeoutMs);
-      this.connectionWaiters.push((c) => {
+      const waiter = (c: FakeQmpConnection) => {
         clearTimeout(timer);
         resolve(c);
-      });
+      };
+      const timer = setTimeout(() => {
+        const at = this.connectionWaiters.indexOf(waiter);
+        if (at !== -1) this.connectionWaiters.splice(at, 1);
+        this.takenCount--;
+        reject(new Error(`fake QMP peer: no connection within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.connectionWaiters.push(waiter);
     });
   }
 
