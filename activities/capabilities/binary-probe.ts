@@ -61,11 +61,16 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
     ...['-machine', 'none', '-S', '-nodefaults', '-no-user-config', '-display', 'none'],
     ...['-qmp', `unix:${sock},server=on,wait=off`],
   ];
-  const child = spawn(binary.path, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '', ...binary.env } });
+  const child = spawn(binary.path, args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { PATH: process.env.PATH ?? '', ...binary.env },
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code) => reject(new Error(`${binary.path} exited (code ${code}) while probed: ${stderr.trim()}`))),
+    child.once('exit', (code) =>
+      reject(new Error(`${binary.path} exited (code ${code}) while probed: ${stderr.trim()}`)),
+    ),
   );
   exited.catch(() => undefined);
   try {
@@ -91,6 +96,7 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
         dialect: features.dialect,
         migrationModes: features.migrationModes,
         machineTypes: machines.map((m) => m.name).sort(),
+        ...(features.tapPermitOption ? { tapPermitOption: features.tapPermitOption } : {}),
       };
     } finally {
       await qmp.close();

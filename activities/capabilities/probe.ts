@@ -93,11 +93,11 @@ export async function queryTransferable(qmp: QmpClient, dialectName: DialectName
     const children = qomListSchema
       .parse(await qmp.execute('qom-list', { path: '/machine/peripheral' }))
       .filter((c) => c.type.startsWith('child<'));
+    // Devices whose per-device property is on (it defaults to off on older machine types).
     const withProperty = await Promise.all(
-      children.map(async (c) => {
-        const props = qomListSchema.parse(await qmp.execute('qom-list', { path: `/machine/peripheral/${c.name}` }));
-        return props.some((p) => p.name === property) ? c.name : undefined;
-      }),
+      children.map(async (c) =>
+        (await optionalProperty(qmp, `/machine/peripheral/${c.name}`, property, z.boolean())) ? c.name : undefined,
+      ),
     );
     return withProperty.filter((id): id is string => id !== undefined);
   }

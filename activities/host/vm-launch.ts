@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { probeBinary } from '../capabilities/binary-probe';
 import { QmpClient } from '../qmp/client';
 import { loadHostConfig, resolveBinary, type HostConfig, type ResolvedBinary } from './config';
 import { ensurePrivateDir } from './fs-util';
@@ -74,12 +75,16 @@ export async function launchVm({ config, spec, auxRamShare = 'auto' }: LaunchVmO
     const mem = spec.memoryBackend === 'file' ? memFile(rt, spec.id) : undefined;
     if (mem) await ensurePrivateDir(path.dirname(mem));
     const qmpSocket = socketPath(rt, spec.id, generation, 'qmp');
+    // Backends are launched so the build's backend-transfer dialect may hand them over later.
+    const facts = await probeBinary(bin, path.join(rt, 'cache'), config.limits.launchTimeoutMs);
     const args = buildQemuArgs(spec, {
       mode: 'source',
       qmpSocket,
       dataDirs: bin.dataDirs,
       auxRamShare: aux,
       memFile: mem,
+      dialect: facts.dialect,
+      ...(facts.tapPermitOption ? { tapPermitOption: facts.tapPermitOption } : {}),
     });
     const launched = await launchQemu({
       binary: bin.path,

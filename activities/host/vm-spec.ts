@@ -257,8 +257,14 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
     }
   }
 
+  const isHostBackend = (id: string) => spec.netdevs.some((n) => n.id === id && n.type !== 'user');
   for (const d of spec.devices) {
-    const bt = dialect === 'backend-transfer-bool' && d.netdev !== undefined && transfer.has(d.netdev);
+    // A source marks every network device for transfer (the property defaults to off before 10.2); a
+    // destination only those whose backend it receives.
+    const bt =
+      dialect === 'backend-transfer-bool' &&
+      d.netdev !== undefined &&
+      (dst ? transfer.has(d.netdev) : isHostBackend(d.netdev));
     args.push(
       '-device',
       opts(d.driver, { id: d.id, netdev: d.netdev, drive: d.drive, 'backend-transfer': bt ? 'on' : undefined }),

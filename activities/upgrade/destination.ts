@@ -26,10 +26,11 @@ import {
 
 type StartInput = Parameters<HostActivities['startDestination']>[0];
 
-/** Transfer-list entries (netdev ids, device ids or `/machine/peripheral/<device>` paths) → netdev ids. */
+/** Transfer-list entries (netdev ids, device ids or QOM paths under `/machine/peripheral/<device>`) → netdev ids. */
 export function netdevsOf(spec: VmSpec, entries: readonly string[]): string[] {
   return entries.map((entry) => {
-    const id = entry.replace(/^\/machine\/peripheral\//, '');
+    // A QOM path names a device or one of its children (`/machine/peripheral/nic0/virtio-backend`).
+    const id = entry.replace(/^\/machine\/peripheral\//, '').split('/')[0] ?? entry;
     if (spec.netdevs.some((n) => n.id === id)) return id;
     const device = spec.devices.find((d) => d.id === id);
     if (device?.netdev) return device.netdev;

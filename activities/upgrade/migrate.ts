@@ -188,15 +188,7 @@ async function startMigration(
     ...(plan.strategy === 'cpr-transfer' ? { mode: 'cpr-transfer' } : {}),
     ...transferParams,
   });
-  if (plan.strategy === 'backend-transfer' && dialect.deviceProperty) {
-    for (const id of plan.transferBackends) {
-      await src.execute('qom-set', {
-        path: `/machine/peripheral/${id}`,
-        property: dialect.deviceProperty,
-        value: true,
-      });
-    }
-  }
+  // In a per-device dialect the devices were launched with the property set; nothing to set here.
   const unix = (p: string) => ({ transport: 'socket', type: 'unix', path: p });
 
   if (plan.strategy === 'cpr-transfer') {

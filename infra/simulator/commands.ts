@@ -31,6 +31,43 @@ const HANDLERS: Record<string, Handler> = {
     return ok(r);
   },
 
+  'query-machines': (vm) => {
+    const [major, minor] = String(
+      (vm.greeting().QMP as { version: { qemu: { major: number; minor: number } } }).version.qemu.major,
+    )
+      .concat('.', String((vm.greeting().QMP as { version: { qemu: { minor: number } } }).version.qemu.minor))
+      .split('.')
+      .map(Number);
+    const lastMinor: Record<number, number> = { 2: 12, 3: 1, 4: 2, 5: 2, 6: 2, 7: 2, 8: 2, 9: 2, 10: 2, 11: 2 };
+    const out: Record<string, unknown>[] = [
+      {
+        name: 'none',
+        'cpu-max': 1,
+        'hotpluggable-cpus': false,
+        'numa-mem-supported': false,
+        deprecated: false,
+        acpi: false,
+      },
+    ];
+    for (let ma = 2; ma <= major!; ma++) {
+      for (let mi = 0; mi <= (ma === major ? minor! : (lastMinor[ma] ?? 2)); mi++) {
+        for (const kind of ['i440fx', 'q35']) {
+          const current = ma === major && mi === minor;
+          out.push({
+            name: `pc-${kind}-${ma}.${mi}`,
+            ...(current ? { alias: kind === 'i440fx' ? 'pc' : 'q35' } : {}),
+            'cpu-max': kind === 'i440fx' ? 255 : 4096,
+            'hotpluggable-cpus': true,
+            'numa-mem-supported': false,
+            deprecated: false,
+            acpi: true,
+          });
+        }
+      }
+    }
+    return ok(out);
+  },
+
   'query-name': (vm) => ok(vm.cfg.name !== undefined ? { name: vm.cfg.name } : {}),
 
   'query-kvm': (vm) => ok({ enabled: vm.cfg.accel === 'kvm', present: true }),

@@ -25,6 +25,8 @@ export interface TargetFacts {
   dialect: DialectName;
   migrationModes: string[];
   machineTypes: string[];
+  /** The tap option permitting local migration, in the `local` dialect. */
+  tapPermitOption?: string;
 }
 
 export type ImplementedStrategy = Exclude<Strategy, 'cpr-exec'>;
