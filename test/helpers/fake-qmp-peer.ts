@@ -140,7 +140,11 @@ export class FakeQmpConnection {
         this.garbage.push(line);
         continue;
       }
-      if (parsed === null || typeof parsed !== 'object' || typeof (parsed as { execute?: unknown }).execute !== 'string') {
+      if (
+        parsed === null ||
+        typeof parsed !== 'object' ||
+        typeof (parsed as { execute?: unknown }).execute !== 'string'
+      ) {
         this.garbage.push(line);
         continue;
       }
@@ -285,7 +289,12 @@ export function schemaInDialect(base: readonly SchemaEntry[], patch: DialectPatc
       // query-backend-transfer-support: [{path: str}]
       schema.push({ name: '90002', 'meta-type': 'object', members: [{ name: 'path', type: 'str' }] });
       schema.push({ name: '[90002]', 'meta-type': 'array', 'element-type': '90002' });
-      schema.push({ name: 'query-backend-transfer-support', 'meta-type': 'command', 'arg-type': '0', 'ret-type': '[90002]' });
+      schema.push({
+        name: 'query-backend-transfer-support',
+        'meta-type': 'command',
+        'arg-type': '0',
+        'ret-type': '[90002]',
+      });
       break;
     }
     case 'local':

@@ -3,7 +3,6 @@
 // tmp.ts) because sun_path is limited to 108 bytes. A missing binary fails loudly (requireQemu).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { requireQemu, type QemuBuild } from '../../infra/real-parts';
 import { QmpClient, type QmpClientOptions } from '../../activities/qmp/client';
@@ -72,13 +71,23 @@ export class RealVm {
     return `QEMU ${this.build.label} '${this.name}' (pid ${this.pid})${exit}; stderr: ${this.stderrText.trim() || '(empty)'}`;
   }
 
-  /** Waits until the QMP socket exists and accepts a connection (the probe connection is closed at once). */
+  /**
+   * Waits until the monitor answers a command (query-status) on a connection that is closed at once. Neither
+   * the socket nor the greeting is proof of readiness: QEMU listens early, and 10.0.2 greets from its monitor
+   * I/O thread before it opens its drives (it may still exit on an image lock after greeting). Commands run
+   * in the main loop, so an answer means start-up is over.
+   */
   async waitForQmp(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (!this.running) throw new Error(`${this.describe()} before its QMP socket was ready`);
-      if (existsSync(this.qmpSocket) && (await canConnect(this.qmpSocket))) return;
-      if (Date.now() > deadline) throw new Error(`${this.describe()}: no QMP socket at ${this.qmpSocket} within ${timeoutMs} ms`);
+      if (existsSync(this.qmpSocket) && (await answers(this.qmpSocket))) {
+        // An exit right after answering would still be caught here.
+        if (this.running) return;
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`${this.describe()}: no QMP answer at ${this.qmpSocket} within ${timeoutMs} ms`);
+      }
       await sleep(20);
     }
   }
@@ -142,15 +151,17 @@ export function counterGuestArgs(machine: string, disk: string, extra: string[] 
   return ['-machine', machine, '-m', '64M', '-drive', `file=${disk},format=raw,if=ide`, ...extra];
 }
 
-function canConnect(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ path: socketPath });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
+async function answers(socketPath: string, timeoutMs = 2_000): Promise<boolean> {
+  let qmp: QmpClient | undefined;
+  try {
+    qmp = await QmpClient.connect(socketPath, { timeoutMs });
+    await qmp.execute('query-status');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await qmp?.close();
+  }
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -166,7 +177,11 @@ const schemaCache = new Map<string, unknown[]>();
 export async function realSchema(build: QemuBuild, dir: string): Promise<unknown[]> {
   const cached = schemaCache.get(build.binary);
   if (cached) return structuredClone(cached);
-  const vm = await launchQemu(build, { dir, name: `schema-${schemaCache.size}-${process.pid}`, args: ['-machine', 'none', '-S'] });
+  const vm = await launchQemu(build, {
+    dir,
+    name: `schema-${schemaCache.size}-${process.pid}`,
+    args: ['-machine', 'none', '-S'],
+  });
   try {
     const qmp = await vm.qmp();
     try {

@@ -105,10 +105,12 @@ function expectPeerFailure(run: CliRun, socket: string, what: RegExp, since?: nu
 }
 
 /** Scripts of peers that misbehave. */
-const negotiated = (then: ConnectionScript): ConnectionScript => async (c) => {
-  await c.negotiate();
-  await then(c);
-};
+const negotiated =
+  (then: ConnectionScript): ConnectionScript =>
+  async (c) => {
+    await c.negotiate();
+    await then(c);
+  };
 const silent: ConnectionScript = () => undefined;
 
 beforeAll(() => buildCli(), 120_000);
@@ -213,7 +215,10 @@ describe('fleet-upgrade probe against misbehaving peers (real CLI process)', () 
       negotiated(async (c) => {
         for (;;) {
           const cmd = await c.nextCommand(10_000);
-          c.send({ error: { class: 'CommandNotFound', desc: `The command ${cmd.execute} has not been found` }, id: cmd.id });
+          c.send({
+            error: { class: 'CommandNotFound', desc: `The command ${cmd.execute} has not been found` },
+            id: cmd.id,
+          });
         }
       }),
     );
@@ -229,7 +234,12 @@ describe('fleet-upgrade probe against misbehaving peers (real CLI process)', () 
       runCli(['probe', '--qmp', stopsAnswering.socketPath, '--json'], 60_000),
     ]);
     const [connA, connB] = await Promise.all([neverGreets.nextConnection(), stopsAnswering.nextConnection()]);
-    expectPeerFailure(a!, neverGreets.socketPath, /no answer to the connection and greeting within 15000 ms/, connA.acceptedAt);
+    expectPeerFailure(
+      a!,
+      neverGreets.socketPath,
+      /no answer to the connection and greeting within 15000 ms/,
+      connA.acceptedAt,
+    );
     expectPeerFailure(b!, stopsAnswering.socketPath, /no answer to .* within 15000 ms/, connB.acceptedAt);
     // Wall clock with node's start-up included (seconds on a loaded machine): reported, not asserted.
     console.log(

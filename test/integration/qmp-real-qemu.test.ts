@@ -4,6 +4,8 @@
 // Prints the measured figures (total time, downtime, observed pause).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { socketPath } from '../../activities/host/paths';
+import { killQemu, launchQemu as hostLaunchQemu, QemuLaunchError } from '../../activities/host/qemu-launcher';
 import type { QmpClient } from '../../activities/qmp/client';
 import type { QmpEvent } from '../../activities/qmp/messages';
 import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
@@ -54,10 +56,13 @@ function recordEvents(qmp: QmpClient): QmpEvent[] {
 }
 
 const migrationEnded = (qmp: QmpClient) =>
-  qmp.waitForEvent((e) => e.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(e.data.status)), {
-    timeoutMs: 15_000,
-    description: 'the end of the migration',
-  });
+  qmp.waitForEvent(
+    (e) => e.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(e.data.status)),
+    {
+      timeoutMs: 15_000,
+      description: 'the end of the migration',
+    },
+  );
 
 async function waitForPath(file: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -96,6 +101,16 @@ describe('real parts', () => {
   it('requireQemu accepts both installed builds (binaries and data folders)', () => {
     expect(() => requireQemu(qemu72)).not.toThrow();
     expect(() => requireQemu(qemu10)).not.toThrow();
+  });
+
+  it('a QEMU that exits during start-up fails the launch with its own message (no false readiness)', async () => {
+    const dir = tmp();
+    const disk = writeCounterGuest(path.join(dir, 'locked.img'));
+    await launchQemu(qemu72, { dir, name: 'lock-a', args: counterGuestArgs('pc-i440fx-7.2', disk) });
+    // The second QEMU creates its QMP socket, then exits on the image lock.
+    await expect(
+      launchQemu(qemu10, { dir, name: 'lock-b', args: counterGuestArgs('pc-i440fx-7.2', disk) }),
+    ).rejects.toThrow(/exited \(code 1.*write" lock/s);
   });
 });
 
@@ -301,5 +316,44 @@ describe('cpr-transfer 10.0.2 → 10.0.2 (memfd RAM shared, aux-ram-share)', () 
         `setup ${info['setup-time']} ms, migrate→completed (wall, incl. connecting to the destination) ${wallMs} ms, ` +
         `source STOP→completed ${stopToCompleted(srcEvents)} ms, STOP→RESUME incl. our cont ${observedPause(srcEvents, dstEvents)} ms; counter ${lastOnSource} → ${paused} (paused) → ${first}, ${second}`,
     );
+  });
+});
+
+describe('found while writing these tests: the host launcher (activities/host/qemu-launcher.ts)', () => {
+  // BUG: launchQemu takes the QMP greeting as readiness ("greets only from its main loop"), but QEMU 7.2 and
+  // 10.0.2 greet before they open their drives, so a QEMU that then exits on an image lock is reported
+  // ready. Readiness should be a command answered (e.g. query-status), which runs in the main loop.
+  it('rejects a QEMU that greets, then exits on an image lock (every one of 5 attempts)', async () => {
+    const dir = tmp();
+    const disk = writeCounterGuest(path.join(dir, 'held.img'));
+    await launchQemu(qemu72, { dir, name: 'holder', args: counterGuestArgs('pc-i440fx-7.2', disk) });
+    const runtimeDir = path.join(dir, 'rt');
+    const outcomes: string[] = [];
+    // The greeting races the exit: several attempts make the false readiness show whatever the timing.
+    for (let generation = 1; generation <= 5; generation++) {
+      const qmpSocket = socketPath(runtimeDir, 'vmx', generation, 'qmp');
+      const args = [
+        ...qemu10.dataDirs.flatMap((d) => ['-L', d]),
+        ...['-nodefaults', '-display', 'none', '-accel', 'tcg'],
+        ...['-qmp', `unix:${qmpSocket},server=on,wait=off`],
+        ...counterGuestArgs('pc-i440fx-7.2', disk),
+      ];
+      const outcome = await hostLaunchQemu({
+        binary: qemu10.binary,
+        args,
+        runtimeDir,
+        vmId: 'vmx',
+        role: 'destination',
+        generation,
+        timeoutMs: 10_000,
+      }).catch((err: unknown) => err);
+      if (outcome && typeof outcome === 'object' && 'pid' in outcome) {
+        await killQemu((outcome as { pid: number }).pid, { graceMs: 0 });
+        outcomes.push('reported ready');
+      } else {
+        outcomes.push(outcome instanceof QemuLaunchError ? 'QemuLaunchError' : String(outcome));
+      }
+    }
+    expect(outcomes).toEqual(Array(5).fill('QemuLaunchError'));
   });
 });

@@ -1,7 +1,14 @@
 // Dialect detection from schema shapes alone: on the real schemas of QEMU 7.2 and 10.0.2 (read from the
 // running binaries) and on synthetic schemas in each backend-transfer dialect, built by patching the real
 // ones the way activities/capabilities/dialects.ts expects the series to look.
-import { dialectByName, dialectNames, dialectTable, detectDialect, tapPermitOption, type DialectName } from '../../activities/capabilities/dialects';
+import {
+  dialectByName,
+  dialectNames,
+  dialectTable,
+  detectDialect,
+  tapPermitOption,
+  type DialectName,
+} from '../../activities/capabilities/dialects';
 import { buildFeatures } from '../../activities/capabilities/features';
 import { QapiSchema } from '../../activities/capabilities/qapi-schema';
 import { qemu10, qemu72 } from '../../infra/real-parts';
@@ -59,10 +66,11 @@ describe('the real schemas', () => {
 });
 
 describe('synthetic schemas in each dialect (patched real schemas)', () => {
-  const bases = () => [
-    ['10.0.2', raw10],
-    ['7.2', raw72],
-  ] as const;
+  const bases = () =>
+    [
+      ['10.0.2', raw10],
+      ['7.2', raw72],
+    ] as const;
 
   it.each([
     ['backend-transfer-bool' as const, { dialect: 'backend-transfer-bool' as const }],

@@ -7,7 +7,13 @@ import { machineFromQomType, probeVm } from '../../activities/capabilities/probe
 import { QmpClient } from '../../activities/qmp/client';
 import { QmpError } from '../../activities/qmp/errors';
 import { qemu10 } from '../../infra/real-parts';
-import { FakeQmpPeer, schemaInDialect, type ReceivedCommand, type SchemaEntry, type SyntheticDialect } from '../helpers/fake-qmp-peer';
+import {
+  FakeQmpPeer,
+  schemaInDialect,
+  type ReceivedCommand,
+  type SchemaEntry,
+  type SyntheticDialect,
+} from '../helpers/fake-qmp-peer';
 import { killAllVms, realSchema } from '../helpers/real-vm';
 import { useTmpDir } from '../helpers/tmp';
 
@@ -124,7 +130,10 @@ describe('probeVm (fake QEMU serving patched real schemas)', () => {
       transferSupport: [{ path: 'net0' }, { path: '/machine/peripheral/vu0' }],
     });
     const c = await caps;
-    expect(c.backendTransfer).toEqual({ dialect: 'backend-transfer-list', transferable: ['net0', '/machine/peripheral/vu0'] });
+    expect(c.backendTransfer).toEqual({
+      dialect: 'backend-transfer-list',
+      transferable: ['net0', '/machine/peripheral/vu0'],
+    });
     expect(c.strategies).toEqual(['backend-transfer', 'cpr-transfer', 'plain']);
     expect(conn.received.map((r) => r.execute)).toContain('query-backend-transfer-support');
   });
@@ -154,7 +163,12 @@ describe('probeVm (fake QEMU serving patched real schemas)', () => {
   });
 
   it('an old build without memory-backend and aux-ram-share properties: anonymous RAM, plain', async () => {
-    const { caps } = await probeFake({ schema: raw10, memory: null, auxRamShare: null, qomType: 'pc-i440fx-7.2-machine' });
+    const { caps } = await probeFake({
+      schema: raw10,
+      memory: null,
+      auxRamShare: null,
+      qomType: 'pc-i440fx-7.2-machine',
+    });
     const c = await caps;
     expect(c.memory).toEqual({ backend: null, shared: false, auxRamShare: null });
     expect(c.machine).toBe('pc-i440fx-7.2');
@@ -185,12 +199,18 @@ describe('probeVm (fake QEMU serving patched real schemas)', () => {
   });
 
   it('a refused transferable query fails the probe with the QmpError, not a silent empty list', async () => {
-    const { caps } = await probeFake({ schema: dialectSchema('backend-transfer-list'), refuse: ['query-backend-transfer-support'] });
+    const { caps } = await probeFake({
+      schema: dialectSchema('backend-transfer-list'),
+      refuse: ['query-backend-transfer-support'],
+    });
     await expect(caps).rejects.toBeInstanceOf(QmpError);
   });
 
   it('a transferable answer of the wrong shape fails with a ZodError', async () => {
-    const { caps } = await probeFake({ schema: dialectSchema('backend-transfer-list'), transferSupport: [{ id: 'net0' }] });
+    const { caps } = await probeFake({
+      schema: dialectSchema('backend-transfer-list'),
+      transferSupport: [{ id: 'net0' }],
+    });
     await expect(caps).rejects.toBeInstanceOf(ZodError);
   });
 

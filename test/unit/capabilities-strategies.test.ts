@@ -11,7 +11,13 @@ import {
 } from '../../activities/capabilities/features';
 
 const memoryArb = fc.record<GuestMemory>({
-  backend: fc.constantFrom(null, 'memory-backend-ram', 'memory-backend-memfd', 'memory-backend-file', 'memory-backend-epc'),
+  backend: fc.constantFrom(
+    null,
+    'memory-backend-ram',
+    'memory-backend-memfd',
+    'memory-backend-file',
+    'memory-backend-epc',
+  ),
   shared: fc.boolean(),
   auxRamShare: fc.constantFrom(null, true, false),
 });
@@ -45,7 +51,11 @@ describe('vmStrategies', () => {
   });
 
   it('real QEMU 10.0.2: cpr-transfer then plain with memfd RAM shared, plain alone otherwise', () => {
-    const f: BuildFeatures = { dialect: 'none', migrationModes: ['normal', 'cpr-reboot', 'cpr-transfer'], ignoreShared: true };
+    const f: BuildFeatures = {
+      dialect: 'none',
+      migrationModes: ['normal', 'cpr-reboot', 'cpr-transfer'],
+      ignoreShared: true,
+    };
     expect(vmStrategies(f, cprMemory)).toEqual(['cpr-transfer', 'plain']);
     expect(vmStrategies(f, anonymous)).toEqual(['plain']);
     expect(vmStrategies(f, { ...cprMemory, auxRamShare: false })).toEqual(['plain']);

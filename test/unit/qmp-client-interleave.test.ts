@@ -28,14 +28,17 @@ interface EventPlan {
   after: number;
 }
 
-const text = fc.oneof(fc.string({ unit: 'grapheme', maxLength: 12 }), fc.constantFrom('', '\u00e9\u20ac', '\ud83d\ude00', '"\\\n\r'));
+const text = fc.oneof(
+  fc.string({ unit: 'grapheme', maxLength: 12 }),
+  fc.constantFrom('', '\u00e9\u20ac', '\ud83d\ude00', '"\\\n\r'),
+);
 
 const scenario = fc.integer({ min: 1, max: 10 }).chain((n) =>
   fc.record({
-    commands: fc.array(
-      fc.record<CommandPlan>({ fails: fc.boolean(), omitIdIfOldest: fc.boolean(), payload: text }),
-      { minLength: n, maxLength: n },
-    ),
+    commands: fc.array(fc.record<CommandPlan>({ fails: fc.boolean(), omitIdIfOldest: fc.boolean(), payload: text }), {
+      minLength: n,
+      maxLength: n,
+    }),
     replyOrder: fc.shuffledSubarray(
       Array.from({ length: n }, (_, i) => i),
       { minLength: n, maxLength: n },
@@ -43,9 +46,12 @@ const scenario = fc.integer({ min: 1, max: 10 }).chain((n) =>
     events: fc.array(
       fc.record<EventPlan>({
         name: fc.constantFrom('STOP', 'RESUME', 'MIGRATION', 'MIGRATION_PASS', 'X_\u00c9V\u00c9NEMENT'),
-        data: fc.option(fc.dictionary(fc.string({ maxLength: 6 }), fc.oneof(text, fc.integer(), fc.boolean()), { maxKeys: 3 }), {
-          nil: undefined,
-        }),
+        data: fc.option(
+          fc.dictionary(fc.string({ maxLength: 6 }), fc.oneof(text, fc.integer(), fc.boolean()), { maxKeys: 3 }),
+          {
+            nil: undefined,
+          },
+        ),
         after: fc.nat(),
       }),
       { maxLength: 12 },
@@ -109,7 +115,12 @@ async function runScenario(s: Scenario): Promise<void> {
     conn.send({ return: {}, id: capabilitiesCommand.id }, end);
     const received: ReceivedCommand[] = [];
     for (let i = 0; i < n; i++) received.push(await conn.nextCommand());
-    const data = Buffer.from(peerOutput(s, received).map((l) => `${l}${end}`).join(''), 'utf8');
+    const data = Buffer.from(
+      peerOutput(s, received)
+        .map((l) => `${l}${end}`)
+        .join(''),
+      'utf8',
+    );
     await conn.writeInPieces(data, s.cuts);
   });
   const client = await QmpClient.connect(socketPath, { timeoutMs: 3_000 });
@@ -162,7 +173,11 @@ describe('QmpClient reply matching under interleaved events (fake peer, real UNI
   it('handles a reply order that is the exact reverse, with every write split into single bytes', async () => {
     const n = 6;
     await runScenario({
-      commands: Array.from({ length: n }, (_, i) => ({ fails: i % 3 === 0, omitIdIfOldest: true, payload: `p\u00e9${i}` })),
+      commands: Array.from({ length: n }, (_, i) => ({
+        fails: i % 3 === 0,
+        omitIdIfOldest: true,
+        payload: `p\u00e9${i}`,
+      })),
       replyOrder: Array.from({ length: n }, (_, i) => n - 1 - i),
       events: [
         { name: 'STOP', data: undefined, after: 0 },

@@ -12,7 +12,14 @@ import {
   QmpProtocolError,
   QmpTimeoutError,
 } from '../../activities/qmp/errors';
-import { event, FakeQmpPeer, greeting, sleep, type ConnectionScript, type FakeQmpConnection } from '../helpers/fake-qmp-peer';
+import {
+  event,
+  FakeQmpPeer,
+  greeting,
+  sleep,
+  type ConnectionScript,
+  type FakeQmpConnection,
+} from '../helpers/fake-qmp-peer';
 import { useTmpDir } from '../helpers/tmp';
 
 const tmp = useTmpDir('qfqc');
@@ -38,7 +45,9 @@ async function connect(peer: FakeQmpPeer, timeoutMs = 2_000, maxLineBytes?: numb
 }
 
 /** A peer that negotiates and then hands the connection to the test. */
-async function negotiatedPeer(capabilities: string[] = []): Promise<{ peer: FakeQmpPeer; conn: () => Promise<FakeQmpConnection> }> {
+async function negotiatedPeer(
+  capabilities: string[] = [],
+): Promise<{ peer: FakeQmpPeer; conn: () => Promise<FakeQmpConnection> }> {
   const peer = await startPeer((c) => c.negotiate(capabilities).then(() => undefined));
   return { peer, conn: () => peer.nextConnection() };
 }
@@ -128,7 +137,9 @@ describe('QmpClient: replies', () => {
     const fast = client.execute('fast');
     const fastCmd = await c.nextCommand();
     // The late reply arrives first, in the same write as the next one.
-    c.writeRaw(`${JSON.stringify({ return: 'late', id: slowCmd.id })}\r\n${JSON.stringify({ return: 'mine', id: fastCmd.id })}\r\n`);
+    c.writeRaw(
+      `${JSON.stringify({ return: 'late', id: slowCmd.id })}\r\n${JSON.stringify({ return: 'mine', id: fastCmd.id })}\r\n`,
+    );
     await expect(fast).resolves.toBe('mine');
     expect(client.closed).toBe(false);
     // A second reply to the same (dropped) id is no longer expected: it is a protocol error.
@@ -180,8 +191,16 @@ describe('QmpClient: events', () => {
     const client = await connect(peer);
     const c = await conn();
     const wait = client.waitForEvent((e) => e.event === 'MIGRATION', { timeoutMs: 1_000 });
-    c.send({ event: 'MIGRATION', data: { status: 'completed' }, timestamp: { seconds: 1700000000, microseconds: 250500 } });
-    await expect(wait).resolves.toEqual({ event: 'MIGRATION', data: { status: 'completed' }, timestampMs: 1700000000250.5 });
+    c.send({
+      event: 'MIGRATION',
+      data: { status: 'completed' },
+      timestamp: { seconds: 1700000000, microseconds: 250500 },
+    });
+    await expect(wait).resolves.toEqual({
+      event: 'MIGRATION',
+      data: { status: 'completed' },
+      timestampMs: 1700000000250.5,
+    });
   });
 
   it('waitForEvent resolves with the first matching event from now on, not an earlier one', async () => {
@@ -330,7 +349,9 @@ describe('QmpClient.connect', () => {
     expect(err.message).toBe(`${peer.socketPath}: no answer to the connection and greeting within 200 ms`);
     expect(Date.now() - started).toBeLessThan(2_000);
     // The client hung up on the peer.
-    await (await peer.nextConnection()).closed;
+    await (
+      await peer.nextConnection()
+    ).closed;
   });
 
   it('times out a peer that greets but never answers qmp_capabilities', async () => {
@@ -341,7 +362,9 @@ describe('QmpClient.connect', () => {
 
   it('fails with QmpDisconnectedError when the peer closes at once, or right after the greeting', async () => {
     const atOnce = await startPeer((c) => c.destroy());
-    await expect(QmpClient.connect(atOnce.socketPath, { timeoutMs: 2_000 })).rejects.toBeInstanceOf(QmpDisconnectedError);
+    await expect(QmpClient.connect(atOnce.socketPath, { timeoutMs: 2_000 })).rejects.toBeInstanceOf(
+      QmpDisconnectedError,
+    );
     const afterGreeting = await startPeer(async (c) => {
       c.send(greeting());
       await c.nextCommand();
@@ -433,7 +456,9 @@ describe('QmpClient: protocol violations end the conversation with QmpProtocolEr
     client.onEvent((e) => events.push(e.event));
     const pending = client.execute('a', undefined, { timeoutMs: 60_000 });
     const cmd = await c.nextCommand();
-    c.writeRaw(`${JSON.stringify(event('BEFORE'))}\ngarbage\n${JSON.stringify(event('AFTER'))}\n${JSON.stringify({ return: 1, id: cmd.id })}\n`);
+    c.writeRaw(
+      `${JSON.stringify(event('BEFORE'))}\ngarbage\n${JSON.stringify(event('AFTER'))}\n${JSON.stringify({ return: 1, id: cmd.id })}\n`,
+    );
     await expect(pending).rejects.toBeInstanceOf(QmpProtocolError);
     await sleep(20);
     expect(events).toEqual(['BEFORE']);

@@ -57,14 +57,18 @@ describe('LineFramer', () => {
 
   it('holds an unfinished line until its end arrives (property)', () => {
     fc.assert(
-      fc.property(lineContent.filter((t) => !isBlank(t)), fc.nat({ max: 200 }), (text, seed) => {
-        const framer = new LineFramer(1 << 20);
-        const data = Buffer.from(text, 'utf8');
-        const cut = data.length === 0 ? 0 : seed % data.length;
-        expect(framer.push(data.subarray(0, cut))).toEqual([]);
-        expect(framer.push(data.subarray(cut))).toEqual([]);
-        expect(framer.push(Buffer.from('\r\n'))).toEqual([text]);
-      }),
+      fc.property(
+        lineContent.filter((t) => !isBlank(t)),
+        fc.nat({ max: 200 }),
+        (text, seed) => {
+          const framer = new LineFramer(1 << 20);
+          const data = Buffer.from(text, 'utf8');
+          const cut = data.length === 0 ? 0 : seed % data.length;
+          expect(framer.push(data.subarray(0, cut))).toEqual([]);
+          expect(framer.push(data.subarray(cut))).toEqual([]);
+          expect(framer.push(Buffer.from('\r\n'))).toEqual([text]);
+        },
+      ),
       { numRuns: 300 },
     );
   });
