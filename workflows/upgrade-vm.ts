@@ -7,6 +7,7 @@ import {
   defineQuery,
   defineSignal,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -75,6 +76,12 @@ export const upgradeVmProgressQuery = defineQuery<UpgradeVmProgress>('progress')
 export const migrationProgressSignal = defineSignal<[MigrationProgress]>('migrationProgress');
 
 const handledFailures = Object.values(failureTypes);
+
+/** Changes of the workflow's shape, each guarded by `patched` so histories recorded before replay. */
+export const patches = {
+  /** Inspect and probe run together (they were sequential). */
+  inspectAndProbeTogether: 'inspect-and-probe-together',
+} as const;
 
 function hostActivities(hostId: string, startToCloseMs: number, heartbeatMs?: number) {
   return proxyActivities<HostActivities>({
@@ -153,28 +160,29 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     return { ...result, outcome, ...(reason ? { reason } : {}) };
   };
 
-  // 1. Inspect the source.
+  // 1–2. Inspect the source and probe the target binary. Both only read, so they run together.
   upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
   result.to = { label: input.target };
   let source: SourceInspection;
+  let target: TargetFacts;
   try {
-    source = await host.inspectSource({ vmId });
+    if (patched(patches.inspectAndProbeTogether)) {
+      [source, target] = await Promise.all([host.inspectSource({ vmId }), host.probeTarget({ label: input.target })]);
+    } else {
+      source = await host.inspectSource({ vmId });
+      if (source.process.label === input.target) {
+        result.from = { label: source.process.label, version: source.qemuVersion };
+        return finish('already-on-target');
+      }
+      enter('probe');
+      target = await host.probeTarget({ label: input.target });
+    }
   } catch (err) {
     if (isRefusal(err)) return finish('refused', reasonOf(err));
     throw err;
   }
   result.from = { label: source.process.label, version: source.qemuVersion };
   if (source.process.label === input.target) return finish('already-on-target');
-
-  // 2. Probe the target binary.
-  enter('probe');
-  let target: TargetFacts;
-  try {
-    target = await host.probeTarget({ label: input.target });
-  } catch (err) {
-    if (isRefusal(err)) return finish('refused', reasonOf(err));
-    throw err;
-  }
   result.to.version = target.qemuVersion;
 
   // 3. Decide.

@@ -1,6 +1,7 @@
 // Step 2 of the saga: what a QEMU binary can do, asked of the binary itself (`-machine none`, no guest),
 // cached per path, size and mtime like libvirt's capability cache: in memory, and on disk under the
-// runtime folder so a restarted worker does not start the binary again.
+// runtime folder so a restarted worker does not start the binary again. A simulator binary (sim-launcher.ts)
+// is probed in-process, cached in memory only.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,8 +12,9 @@ import { z } from 'zod';
 import type { TargetFacts } from '../../workflows/decisions/plan';
 import { writeFileAtomic } from '../host/fs-util';
 import { ensurePrivateDir } from '../host/fs-util';
+import { simulatorOfPath, startSimulatedProbe } from '../host/sim-launcher';
 import { QmpClient } from '../qmp/client';
-import { buildFeatures } from './features';
+import { buildFeatures, type BuildFeatures } from './features';
 import { queryVersion, querySchema } from './probe';
 
 export interface BinaryToProbe {
@@ -26,7 +28,7 @@ const machinesSchema = z.array(z.object({ name: z.string() }).passthrough());
 const memory = new Map<string, TargetFacts>();
 
 async function cacheKey(binary: BinaryToProbe): Promise<string> {
-  const s = await stat(binary.path);
+  const s = simulatorOfPath(binary.path) ? { size: 0, mtimeMs: 0 } : await stat(binary.path);
   return createHash('sha256')
     .update(JSON.stringify([binary.path, s.size, s.mtimeMs, binary.dataDirs, binary.label]))
     .digest('hex')
@@ -38,6 +40,11 @@ export async function probeBinary(binary: BinaryToProbe, cacheDir: string, timeo
   const key = await cacheKey(binary);
   const hit = memory.get(key);
   if (hit) return hit;
+  if (simulatorOfPath(binary.path)) {
+    const facts = await probeBinaryNow(binary, timeoutMs);
+    memory.set(key, facts);
+    return facts;
+  }
   const file = path.join(cacheDir, `caps-${key}.json`);
   try {
     const cached = JSON.parse(await readFile(file, 'utf8')) as TargetFacts;
@@ -61,17 +68,9 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
     ...['-machine', 'none', '-S', '-nodefaults', '-no-user-config', '-display', 'none'],
     ...['-qmp', `unix:${sock},server=on,wait=off`],
   ];
-  const child = spawn(binary.path, args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { PATH: process.env.PATH ?? '', ...binary.env },
-  });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code) =>
-      reject(new Error(`${binary.path} exited (code ${code}) while probed: ${stderr.trim()}`)),
-    ),
-  );
+  const simulator = simulatorOfPath(binary.path);
+  const child = simulator ? startSimulatedProbe(simulator, args) : spawnProbe(binary, args);
+  const exited = child.exited;
   exited.catch(() => undefined);
   try {
     const deadline = Date.now() + timeoutMs;
@@ -97,12 +96,38 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
         migrationModes: features.migrationModes,
         machineTypes: machines.map((m) => m.name).sort(),
         ...(features.tapPermitOption ? { tapPermitOption: features.tapPermitOption } : {}),
+        ignoreShared: features.ignoreShared,
       };
     } finally {
       await qmp.close();
     }
   } finally {
-    child.kill('SIGKILL');
+    child.kill();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function spawnProbe(binary: BinaryToProbe, args: string[]): { exited: Promise<never>; kill(): void } {
+  const child = spawn(binary.path, args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { PATH: process.env.PATH ?? '', ...binary.env },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) =>
+      reject(new Error(`${binary.path} exited (code ${code}) while probed: ${stderr.trim()}`)),
+    ),
+  );
+  return { exited, kill: () => child.kill('SIGKILL') };
+}
+
+/** A probed binary's schema-derived features, as the VM probe needs them. */
+export function featuresOf(facts: TargetFacts): BuildFeatures {
+  return {
+    dialect: facts.dialect,
+    migrationModes: facts.migrationModes,
+    ...(facts.tapPermitOption ? { tapPermitOption: facts.tapPermitOption } : {}),
+    ignoreShared: facts.ignoreShared === true,
+  };
 }

@@ -45,16 +45,19 @@ export function machineFromQomType(qomType: string): string {
   return qomType.replace(/-machine$/, '');
 }
 
-export async function probeVm(qmp: QmpClient): Promise<VmCapabilities> {
+/**
+ * Probes a running VM. `known` are the schema-derived features of its binary when a cached binary probe
+ * already has them (the schema is a few hundred KiB to fetch and read).
+ */
+export async function probeVm(qmp: QmpClient, known?: BuildFeatures): Promise<VmCapabilities> {
   // Independent questions go out together; QEMU answers them in order on one connection.
-  const [version, status, machineType, schema, memory] = await Promise.all([
+  const [version, status, machineType, features, memory] = await Promise.all([
     queryVersion(qmp),
     qmp.execute('query-status').then((s) => statusSchema.parse(s)),
     qmp.execute('qom-get', { path: '/machine', property: 'type' }).then((t) => z.string().parse(t)),
-    querySchema(qmp),
+    known ?? querySchema(qmp).then(buildFeatures),
     queryGuestMemory(qmp),
   ]);
-  const features = buildFeatures(schema);
   return {
     qemuVersion: version.version,
     package: version.package,

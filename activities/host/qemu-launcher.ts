@@ -1,11 +1,14 @@
 // Starting and stopping QEMU processes. A QEMU is spawned detached (its own session, stdio to a log file
 // under the runtime folder, a minimal environment), so the VM outlives the worker that launched it.
+// A simulator binary of the host config runs in-process instead (sim-launcher.ts): its pid is a handle.
 import { spawn } from 'node:child_process';
 import { constants as fsc, closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { access, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import { QmpClient } from '../qmp/client';
 import { ensurePrivateDir } from './fs-util';
 import { logFile as logFileFor, runtimeSubdir, socketPath, type QemuRole } from './paths';
+import { isSimulatedHandle, killSimulated, launchSimulated, simulatedAlive, simulatorOfPath } from './sim-launcher';
 
 export interface LaunchQemuOptions {
   /** Absolute path of an allow-listed binary (resolved from a version label by the caller). */
@@ -72,27 +75,22 @@ export function canConnect(sock: string, timeoutMs = 500): Promise<boolean> {
 }
 
 /**
- * Resolves true when a QMP server on the socket sends its greeting within `timeoutMs`. A bare connect is not
- * enough: QEMU listens before it has processed the rest of its command line (and may still exit), but
- * greets only from its main loop.
+ * True when QEMU answers `query-status`. Its greeting is not enough: the monitor greets from its own
+ * thread before QEMU has opened its drives (and may still exit on an image lock); commands are
+ * dispatched by the main loop, which runs only once start-up is done.
  */
-export function qmpGreets(sock: string, timeoutMs = 1_000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ path: sock });
-    let buf = '';
-    const done = (ok: boolean) => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(ok);
-    };
-    const t = setTimeout(() => done(false), timeoutMs);
-    s.on('data', (d: Buffer) => {
-      buf += d.toString('utf8');
-      if (buf.includes('\n')) done(/^\s*\{\s*"QMP"/.test(buf));
-    });
-    s.once('error', () => done(false));
-    s.once('close', () => done(false));
-  });
+export async function qmpAnswers(sock: string, timeoutMs = 1_000): Promise<boolean> {
+  try {
+    const qmp = await QmpClient.connect(sock, { timeoutMs });
+    try {
+      await qmp.execute('query-status');
+      return true;
+    } finally {
+      await qmp.close();
+    }
+  } catch {
+    return false;
+  }
 }
 
 async function isSocketFile(p: string): Promise<boolean> {
@@ -116,8 +114,9 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
   if (qmpAt < 0 || o.args[qmpAt + 1] !== `unix:${qmpSocket},server=on,wait=off`) {
     throw new Error(`launchQemu: args must carry -qmp unix:${qmpSocket},server=on,wait=off`);
   }
+  const simulator = simulatorOfPath(o.binary);
   try {
-    await access(o.binary, fsc.X_OK);
+    if (!simulator) await access(o.binary, fsc.X_OK);
   } catch {
     throw new QemuLaunchError(`QEMU binary ${o.binary} is missing or not executable`, '');
   }
@@ -129,6 +128,7 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
   if (readySocket) await clearStaleSocket(readySocket);
 
   const logFile = logFileFor(o.runtimeDir, o.vmId, o.generation, o.role);
+  if (simulator) return launchSimulated(o, simulator, qmpSocket, logFile);
   const fd = openSync(logFile, 'a', 0o600);
   let child;
   try {
@@ -168,7 +168,7 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
     }
     const ready = readySocket
       ? await isSocketFile(readySocket)
-      : (await isSocketFile(qmpSocket)) && (await qmpGreets(qmpSocket));
+      : (await isSocketFile(qmpSocket)) && (await qmpAnswers(qmpSocket));
     if (ready && !exit) return { pid, qmpSocket, logFile };
     if (Date.now() > deadline) {
       await killQemu(pid, { graceMs: 0 });
@@ -194,6 +194,7 @@ function readProc(pid: number, file: string): string | undefined {
  * substring on its command line (e.g. its QMP socket path), which guards against a recycled PID.
  */
 export function isProcessAlive(pid: number, expectArg?: string): boolean {
+  if (isSimulatedHandle(pid)) return simulatedAlive(pid, expectArg);
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
@@ -216,6 +217,7 @@ export type KillOutcome = 'not-running' | 'terminated' | 'killed';
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
 export async function killQemu(pid: number, opts: { graceMs: number; expectArg?: string }): Promise<KillOutcome> {
+  if (isSimulatedHandle(pid)) return killSimulated(pid, opts);
   if (!isProcessAlive(pid, opts.expectArg)) return 'not-running';
   const waitGone = async (ms: number) => {
     const until = Date.now() + ms;

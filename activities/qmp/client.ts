@@ -162,7 +162,15 @@ export class QmpClient {
         reject(new QmpTimeoutError(this.peer, options.description ?? 'an event', options.timeoutMs));
       }, options.timeoutMs);
       const offEvent = this.onEvent((event) => {
-        if (!predicate(event)) return;
+        let matches: boolean;
+        try {
+          matches = predicate(event);
+        } catch (err) {
+          done();
+          reject(err instanceof Error ? err : new Error(String(err)));
+          return;
+        }
+        if (!matches) return;
         done();
         resolve(event);
       });
@@ -232,7 +240,16 @@ export class QmpClient {
         this.greetingWaiter = undefined;
         return;
       case 'event':
-        for (const listener of [...this.eventListeners]) listener(message.event);
+        for (const listener of [...this.eventListeners]) {
+          // A subscriber's bug must not cost the conversation (or the worker): it is reported, not thrown.
+          try {
+            listener(message.event);
+          } catch (err) {
+            process.emitWarning(
+              `${this.peer}: an event subscriber failed: ${err instanceof Error ? err.message : err}`,
+            );
+          }
+        }
         return;
       case 'return':
       case 'error': {
@@ -281,6 +298,9 @@ export class QmpClient {
   }
 }
 
+/** A peer's line as it may be shown to an operator: control characters escaped, length bounded. */
 function truncate(line: string): string {
-  return line.length > 120 ? `${line.slice(0, 120)}…` : line;
+  // eslint-disable-next-line no-control-regex
+  const safe = line.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return safe.length > 120 ? `${safe.slice(0, 120)}…` : safe;
 }

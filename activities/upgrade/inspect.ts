@@ -3,7 +3,8 @@ import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TargetFacts } from '../../workflows/decisions/plan';
 import { failureTypes } from '../../workflows/failures';
-import { probeBinary } from '../capabilities/binary-probe';
+import { featuresOf, probeBinary } from '../capabilities/binary-probe';
+import type { BuildFeatures } from '../capabilities/features';
 import { probeVm } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
 import type { VmSpec } from '../host/vm-spec';
@@ -19,7 +20,7 @@ export async function inspectSource(config: HostConfig, input: { vmId: string })
   const record = await requireRecord(config, input.vmId);
   const ref = { generation: record.generation, label: record.binary.label };
   const process = await requireLiveProcess(config, input.vmId, ref, 'source');
-  const caps = await withQmp(config, process, (qmp) => probeVm(qmp));
+  const caps = await withQmp(config, process, async (qmp) => probeVm(qmp, await knownFeatures(config, ref.label)));
   if (caps.status !== 'running' && caps.status !== 'paused') {
     throw ApplicationFailure.nonRetryable(
       `source QEMU of ${input.vmId} is ${caps.status}, not running or paused`,
@@ -37,6 +38,12 @@ export async function inspectSource(config: HostConfig, input: { vmId: string })
     dialect: caps.backendTransfer.dialect,
     transferable: caps.backendTransfer.transferable ?? transferableFromSpec(record.spec),
   };
+}
+
+/** The source binary's features from the probe cache, when its label is still allow-listed. */
+async function knownFeatures(config: HostConfig, label: string): Promise<BuildFeatures | undefined> {
+  if (!Object.hasOwn(config.binaries, label)) return undefined;
+  return featuresOf(await probeTarget(config, { label }));
 }
 
 export async function probeTarget(config: HostConfig, input: { label: string }): Promise<TargetFacts> {

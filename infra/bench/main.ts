@@ -28,6 +28,9 @@ export function benchmarksMarkdown(real: RealQemuFigures, when: Date): string {
   const phases = Object.entries(real.sagaPhasesMsP50)
     .map(([p, ms]) => `| ${p} | ${f(ms, 0)} |`)
     .join('\n');
+  const latencies = Object.entries(real.activityLatencyMsP50)
+    .map(([a, l]) => `| ${a} | ${f(l.dispatchMs)} | ${f(l.executeMs)} | ${f(l.decideMs)} |`)
+    .join('\n');
   return `# Benchmarks
 
 Reproduce with \`npm run bench\` (\`npm run bench -- --json\` prints one JSON object). Figures of the last run,
@@ -52,6 +55,14 @@ Where the saga's time goes (median per phase, ms):
 | phase | ms |
 |---|---|
 ${phases}
+
+Per activity, from the workflow histories' own timestamps (median ms): *dispatch* is scheduled → started
+(the service handing the task to the host worker), *execute* is the activity's work, *decide* is completed →
+the next activity scheduled (a workflow task through the orchestrator worker).
+
+| activity | dispatch | execute | decide |
+|---|---|---|---|
+${latencies}
 
 ${real.overheadRatio <= 1.5 ? 'The ratio meets its goal.' : `The ratio misses its goal of 1.5. The raw baseline is only the migration of a 64 MiB guest whose RAM is zero pages (${f(real.rawWallMsP50, 0)} ms, of which the destination's start is most); the saga adds, per VM, seven activities, each a round trip through the Temporal service (schedule, poll, complete), a QMP connection per activity, the source's full inspection (\`query-qmp-schema\` is ~190 KB), and the start of a workflow. Those costs are fixed per VM, not per byte: on a guest with real memory to copy (seconds of migration) the ratio tends to 1. The guest's pause does not include any of them: the switchover runs inside one activity, driven by QEMU's events.`}
 `;

@@ -18,6 +18,7 @@ import { createOrchestratorWorker, orchestratorTaskQueue, workflowsPath } from '
 import { connectClient } from '../../workers/temporal-connection';
 import { writeCounterGuest } from '../counter-guest';
 import { startDevServer } from '../devserver';
+import { activityLatencies, type ActivityLatency } from './history-latency';
 import { qemu10, qemu72, requireQemu } from '../real-parts';
 
 export interface RealQemuRun {
@@ -27,6 +28,7 @@ export interface RealQemuRun {
   guestPauseMs: number | null;
   switchoverGapMs: number | null;
   phases?: Record<string, number>;
+  activities?: ActivityLatency[];
 }
 
 export interface RealQemuFigures {
@@ -40,6 +42,8 @@ export interface RealQemuFigures {
   guestPauseMsP50: number | null;
   /** Median milliseconds of each saga phase: where the orchestration's time goes. */
   sagaPhasesMsP50: Record<string, number>;
+  /** Median dispatch / execute / decide milliseconds per activity type, from the histories. */
+  activityLatencyMsP50: Record<string, { dispatchMs: number; executeMs: number; decideMs: number | null }>;
   samples: RealQemuRun[];
 }
 
@@ -166,12 +170,14 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
         samples.push(await rawUpgrade(config, source));
       } else {
         const t0 = performance.now();
-        const r = (await client.workflow.execute('upgradeVm', {
+        const handle = await client.workflow.start('upgradeVm', {
           taskQueue: orchestratorTaskQueue,
           workflowId: `bench/${id}`,
           args: [{ hostId: config.hostId, vmId: id, target: '10.0.2' }],
-        })) as UpgradeVmResult;
+        });
+        const r = (await handle.result()) as UpgradeVmResult;
         const wallMs = performance.now() - t0;
+        const activities = activityLatencies(await handle.fetchHistory());
         if (r.outcome !== 'upgraded') throw new Error(`bench upgrade of ${id}: ${r.outcome} ${r.reason ?? ''}`);
         if (i > 0) {
           samples.push({
@@ -181,6 +187,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
             guestPauseMs: r.migration?.guestPauseMs ?? null,
             switchoverGapMs: r.migration?.switchoverGapMs ?? null,
             phases: Object.fromEntries(r.phases.map((p) => [p.phase, p.ms])),
+            activities,
           });
         }
       }
@@ -202,6 +209,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
       downtimeMsP50: medianOrNull(saga.map((s) => s.downtimeMs)),
       guestPauseMsP50: medianOrNull(saga.map((s) => s.guestPauseMs)),
       sagaPhasesMsP50: Object.fromEntries(phaseNames.map((p) => [p, median(saga.map((s) => s.phases?.[p] ?? 0))])),
+      activityLatencyMsP50: latencyMedians(saga.flatMap((s) => s.activities ?? [])),
       samples,
     };
   } finally {
@@ -212,6 +220,23 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     killAllUnder(base);
     rmSync(base, { recursive: true, force: true });
   }
+}
+
+function latencyMedians(all: ActivityLatency[]) {
+  const names = [...new Set(all.map((a) => a.activity))];
+  return Object.fromEntries(
+    names.map((n) => {
+      const of = all.filter((a) => a.activity === n);
+      return [
+        n,
+        {
+          dispatchMs: median(of.map((a) => a.dispatchMs)),
+          executeMs: median(of.map((a) => a.executeMs)),
+          decideMs: medianOrNull(of.map((a) => a.decideMs)),
+        },
+      ];
+    }),
+  );
 }
 
 function killAllUnder(dir: string): void {

@@ -14,14 +14,28 @@ function script(name: string, body: string, interpreter = '/bin/sh'): string {
   return file;
 }
 
-/** Listens on the -qmp socket like QEMU; `ignoreTerm` makes it survive SIGTERM. */
+/** Listens on the -qmp socket like QEMU (greets, answers commands); `ignoreTerm` makes it survive SIGTERM. */
 function fakeQemu(ignoreTerm = false): string {
   return script(
     `fake-qemu${ignoreTerm ? '-stubborn' : ''}.js`,
     `const a = process.argv; const spec = a[a.indexOf('-qmp') + 1];
 const sock = /^unix:([^,]+),/.exec(spec)[1];
 ${ignoreTerm ? "process.on('SIGTERM', () => console.log('ignoring SIGTERM'));" : ''}
-require('net').createServer((c) => c.on('error', () => {}).end('{"QMP": {}}\\n')).listen(sock, () => console.log('fake qemu listening'));`,
+// Greets like QEMU, then answers every command (qmp_capabilities, query-status) with its id.
+const greeting = '{"QMP": {"version": {"qemu": {"major": 10, "minor": 0, "micro": 2}, "package": ""}, "capabilities": []}}';
+require('net').createServer((c) => {
+  c.on('error', () => {});
+  c.write(greeting + '\\n');
+  let buf = '';
+  c.on('data', (d) => {
+    buf += d;
+    for (let i = buf.indexOf('\\n'); i >= 0; i = buf.indexOf('\\n')) {
+      const m = JSON.parse(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      c.write(JSON.stringify({ return: {status: 'running', running: true}, id: m.id }) + '\\n');
+    }
+  });
+}).listen(sock, () => console.log('fake qemu listening'));`,
     process.execPath,
   );
 }

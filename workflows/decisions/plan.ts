@@ -27,6 +27,8 @@ export interface TargetFacts {
   machineTypes: string[];
   /** The tap option permitting local migration, in the `local` dialect. */
   tapPermitOption?: string;
+  /** The `x-ignore-shared` migration capability exists. */
+  ignoreShared?: boolean;
 }
 
 export type ImplementedStrategy = Exclude<Strategy, 'cpr-exec'>;
