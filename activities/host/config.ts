@@ -4,18 +4,62 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { SIMULATOR_PATH_PREFIX, simulatorPath } from './sim-launcher';
 import { absPath, ConfigError, parseYamlText, safeId, safeLabel, validate } from './validate';
+import { VmSpecSchema } from './vm-spec';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
 
-export const BinarySchema = z.strictObject({
-  /** The qemu-system-* executable. */
-  path: absPath,
-  /** Firmware/data folders, passed as `-L` in order. */
-  dataDirs: z.array(absPath).default([]),
-  /** Extra environment for the QEMU process (it otherwise gets only PATH). */
-  env: z.record(envName, z.string()).default({}),
+/** An in-process QEMU simulator (infra/simulator) standing in for a binary: see sim-launcher.ts. */
+export const SimulatorSchema = z.strictObject({
+  dialect: z.enum(['none', 'backend-transfer-bool', 'backend-transfer-list', 'local']),
+  /** Reported by the greeting and query-version, e.g. 10.0.50. */
+  version: z.string().regex(/^\d{1,3}\.\d{1,3}\.\d{1,3}$/, 'must be a QEMU version such as 10.0.50'),
+  /** The simulator's ledger (backend owners, lifecycle events); none: ownership kept in memory only. */
+  stateDir: absPath.optional(),
+  /** RAM transfer speed of a migration (the simulator's default: 2000). */
+  ramRateMbps: z.int().min(1).max(10_000_000).optional(),
 });
+
+export type SimulatorSpec = z.output<typeof SimulatorSchema>;
+
+/** A binary as resolved: a simulator has a synthetic `path` that names no file (simulatorPath). */
+export interface BinaryEntry {
+  path: string;
+  dataDirs: string[];
+  env: Record<string, string>;
+  simulator?: SimulatorSpec;
+}
+
+/** Exactly one of `path` (a qemu-system-* executable) or `simulator` (VMs inside the host worker's process). */
+export const BinarySchema = z
+  .strictObject({
+    /** The qemu-system-* executable. */
+    path: absPath
+      .refine((p) => !p.startsWith(SIMULATOR_PATH_PREFIX), `${SIMULATOR_PATH_PREFIX} is reserved for simulators`)
+      .optional(),
+    /** Instead of path: simulated QEMUs run inside the host worker and die with it. */
+    simulator: SimulatorSchema.optional(),
+    /** Firmware/data folders, passed as `-L` in order. */
+    dataDirs: z.array(absPath).default([]),
+    /** Extra environment for the QEMU process (it otherwise gets only PATH). */
+    env: z.record(envName, z.string()).default({}),
+  })
+  .superRefine((b, ctx) => {
+    if (b.path === undefined && b.simulator === undefined)
+      ctx.addIssue({ code: 'custom', path: ['path'], message: 'is required (or give simulator)' });
+    if (b.path !== undefined && b.simulator !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['simulator'], message: 'give path or simulator, not both' });
+    if (b.simulator && b.dataDirs.length)
+      ctx.addIssue({ code: 'custom', path: ['dataDirs'], message: 'only with path' });
+    if (b.simulator && Object.keys(b.env).length)
+      ctx.addIssue({ code: 'custom', path: ['env'], message: 'only with path' });
+  })
+  .transform((b): BinaryEntry =>
+    b.simulator
+      ? { path: simulatorPath(b.simulator), dataDirs: [], env: {}, simulator: b.simulator }
+      : { path: b.path!, dataDirs: b.dataDirs, env: b.env },
+  );
 
 export const LimitsSchema = z.strictObject({
   maxConcurrentMigrations: z.int().min(1).max(64).default(1),
@@ -56,18 +100,37 @@ export const TemporalSchema = z
   })
   .refine((t) => !(t.apiKey && t.apiKeyEnv), { message: 'give apiKey or apiKeyEnv, not both', path: ['apiKey'] });
 
-export const HostConfigSchema = z.strictObject({
-  hostId: safeId,
-  runtimeDir: absPath,
-  binaries: z
-    .record(safeLabel, BinarySchema)
-    .refine((b) => Object.keys(b).length > 0, 'must allow at least one QEMU binary'),
-  limits: LimitsSchema.prefault({}),
-  temporal: TemporalSchema.prefault({}),
-});
+export const HostConfigSchema = z
+  .strictObject({
+    hostId: safeId,
+    runtimeDir: absPath,
+    binaries: z
+      .record(safeLabel, BinarySchema)
+      .refine((b) => Object.keys(b).length > 0, 'must allow at least one QEMU binary'),
+    limits: LimitsSchema.prefault({}),
+    temporal: TemporalSchema.prefault({}),
+    /**
+     * VMs the host worker launches when it starts (`fleet-upgrade host-worker`), skipping any whose record
+     * names a live process. Meant for simulator binaries, whose VMs live only as long as the worker.
+     */
+    launchAtStart: z.array(VmSpecSchema).max(100_000).optional(),
+  })
+  .superRefine((c, ctx) => {
+    const ids = new Set<string>();
+    c.launchAtStart?.forEach((spec, i) => {
+      if (!Object.hasOwn(c.binaries, spec.binary))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['launchAtStart', i, 'binary'],
+          message: `no binary ${spec.binary} in binaries`,
+        });
+      if (ids.has(spec.id))
+        ctx.addIssue({ code: 'custom', path: ['launchAtStart', i, 'id'], message: `duplicate VM id ${spec.id}` });
+      ids.add(spec.id);
+    });
+  });
 
 export type HostConfig = z.output<typeof HostConfigSchema>;
-export type BinaryEntry = z.output<typeof BinarySchema>;
 export type ResolvedBinary = BinaryEntry & { label: string };
 
 /** Validates already-parsed data (e.g. from a test) as a host config. */

@@ -9,6 +9,7 @@ import { loadHostConfig, resolveBinary, type HostConfig, type ResolvedBinary } f
 import { ensurePrivateDir } from './fs-util';
 import { memFile, recordFile, runtimeSubdir, socketPath } from './paths';
 import { isProcessAlive, killQemu, launchQemu } from './qemu-launcher';
+import { simulatorHelp } from './sim-launcher';
 import { ConfigError } from './validate';
 import { readVmRecord, writeVmRecord, type VmRecord } from './vm-record';
 import { buildQemuArgs, parseVmSpecYaml, type VmSpec } from './vm-spec';
@@ -30,10 +31,12 @@ export interface LaunchVmOptions {
 /** Asks the binary whether its machine type has a property (`qemu -machine <type>,help`). */
 export async function machineHasProperty(bin: ResolvedBinary, machine: string, property: string): Promise<boolean> {
   const args = [...bin.dataDirs.flatMap((d) => ['-L', d]), '-machine', `${machine},help`];
-  const { stdout } = await promisify(execFile)(bin.path, args, {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...bin.env },
-    timeout: 10_000,
-  });
+  const { stdout } = bin.simulator
+    ? { stdout: simulatorHelp(bin.simulator, args) }
+    : await promisify(execFile)(bin.path, args, {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...bin.env },
+        timeout: 10_000,
+      });
   return stdout.split('\n').some((l) => l.trim().startsWith(`${property}=`));
 }
 
@@ -142,5 +145,38 @@ export async function loadVmSpec(file: string): Promise<VmSpec> {
 export async function runVmLaunch(configFile: string, specFile: string): Promise<VmRecord> {
   const config = await loadHostConfig(configFile);
   const spec = await loadVmSpec(specFile);
+  if (resolveBinary(config, spec.binary, 'binary').simulator) {
+    throw new ConfigError(
+      'binary',
+      `${spec.binary} is an in-process simulator: its VMs run inside the host worker and would end with this command; list the VM under launchAtStart in the host config instead`,
+      path.resolve(specFile),
+    );
+  }
   return launchVm({ config, spec });
+}
+
+/**
+ * The host config's `launchAtStart` VMs, launched by the host worker as it starts; a VM whose record names
+ * a live process is left alone. Returns how many were launched and how many already ran.
+ */
+export async function launchAtStart(
+  config: HostConfig,
+  o: { concurrency?: number } = {},
+): Promise<{ launched: number; alreadyRunning: number }> {
+  const specs = [...(config.launchAtStart ?? [])];
+  let launched = 0;
+  let alreadyRunning = 0;
+  const next = async (): Promise<void> => {
+    for (let spec = specs.shift(); spec; spec = specs.shift()) {
+      const existing = await readVmRecord(config.runtimeDir, spec.id);
+      if (existing && isProcessAlive(existing.pid, existing.qmpSocket)) {
+        alreadyRunning++;
+        continue;
+      }
+      await launchVm({ config, spec });
+      launched++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, o.concurrency ?? 8) }, next));
+  return { launched, alreadyRunning };
 }

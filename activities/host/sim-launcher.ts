@@ -1,0 +1,245 @@
+// In-process simulated QEMUs: the launcher behind a host config's `simulator` binaries, for fleet-scale runs
+// (thousands of VMs in one host worker, about 11 KiB each while idle). launchQemu, isProcessAlive and
+// killQemu (qemu-launcher.ts) dispatch here, so the saga's activities run unchanged on either kind.
+//
+// - A simulator binary resolves to a synthetic absolute path (`/in-process-qemu-simulator/<dialect>/<version>
+//   [/ram-rate-<N>][/state<stateDir>]`) that names no file: it is what the VM record shows as the binary,
+//   and what launchQemu recognises.
+// - Each launched instance gets a pid-like handle, recorded in the VM record and process files like a pid:
+//   `1e15 + <worker pid> * 1e6 + <sequence>`. It is far above any real pid (and above int32, so
+//   process.kill refuses it outright: a handle can never signal a real process).
+// - The registry of live instances says whether a handle is alive (and, with `expectArg`, whether its
+//   command line carries that argument, like /proc/<pid>/cmdline for a real process). Another process
+//   cannot see the registry: to it a handle is alive while the worker process named in it is.
+// - Kill: with a grace period a graceful stop (QEMU on SIGTERM: SHUTDOWN, exit 0), without one a crash
+//   (SIGKILL: sockets reset, no SHUTDOWN).
+//
+// In-process VMs live exactly as long as the worker process: a host worker that exits or is restarted loses
+// them (their records then name a handle that is not alive). Fault tests that kill workers use real processes.
+import { appendFileSync } from 'node:fs';
+import type { SimulatedQemu } from '../../infra/simulator';
+import type { SimulatorSpec } from './config';
+import { isProcessAlive, logTail, QemuLaunchError, type KillOutcome, type LaunchQemuOptions } from './qemu-launcher';
+
+type SimulatorModule = typeof import('../../infra/simulator');
+type SimulatorArgsModule = typeof import('../../infra/simulator/args');
+
+let loaded: { sim: SimulatorModule; args: SimulatorArgsModule } | undefined;
+/** The simulator is loaded on first use, so processes that never simulate do not pay for it. */
+function simulator(): { sim: SimulatorModule; args: SimulatorArgsModule } {
+  loaded ??= {
+    sim: require('../../infra/simulator') as SimulatorModule,
+    args: require('../../infra/simulator/args') as SimulatorArgsModule,
+  };
+  return loaded;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The synthetic binary path
+
+export const SIMULATOR_PATH_PREFIX = '/in-process-qemu-simulator/';
+const SIMULATOR_PATH =
+  /^\/in-process-qemu-simulator\/(none|backend-transfer-bool|backend-transfer-list|local)\/(\d+\.\d+\.\d+)(?:\/ram-rate-(\d+))?(?:\/state(\/.*))?$/;
+
+/** The synthetic absolute path a simulator binary resolves to; it names no file. */
+export function simulatorPath(spec: SimulatorSpec): string {
+  return (
+    `${SIMULATOR_PATH_PREFIX}${spec.dialect}/${spec.version}` +
+    (spec.ramRateMbps !== undefined ? `/ram-rate-${spec.ramRateMbps}` : '') +
+    (spec.stateDir !== undefined ? `/state${spec.stateDir}` : '')
+  );
+}
+
+/** The simulator a binary path stands for, or undefined for a real binary. */
+export function simulatorOfPath(binaryPath: string): SimulatorSpec | undefined {
+  const m = SIMULATOR_PATH.exec(binaryPath);
+  if (!m) return undefined;
+  return {
+    dialect: m[1] as SimulatorSpec['dialect'],
+    version: m[2]!,
+    ...(m[3] !== undefined ? { ramRateMbps: Number(m[3]) } : {}),
+    ...(m[4] !== undefined ? { stateDir: m[4] } : {}),
+  };
+}
+
+/** The simulator's own options (`--sim-*`), put before QEMU's. */
+export function simulatorArgs(spec: SimulatorSpec, o: { ledger?: boolean } = {}): string[] {
+  return [
+    ...['--sim-dialect', spec.dialect, '--sim-version', spec.version],
+    ...(spec.stateDir !== undefined && o.ledger !== false ? ['--sim-state-dir', spec.stateDir] : []),
+    ...(spec.ramRateMbps !== undefined ? ['--sim-ram-rate-mbps', String(spec.ramRateMbps)] : []),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Handles
+
+const HANDLE_BASE = 1e15;
+const HANDLE_SPAN = 1e6;
+let sequence = 0;
+
+export function isSimulatedHandle(pid: number): boolean {
+  return Number.isSafeInteger(pid) && pid >= HANDLE_BASE;
+}
+
+/** The worker process that holds the instance of a handle. */
+export function handleOwnerPid(handle: number): number {
+  return Math.floor((handle - HANDLE_BASE) / HANDLE_SPAN);
+}
+
+function nextHandle(): number {
+  for (;;) {
+    sequence = (sequence % (HANDLE_SPAN - 1)) + 1;
+    const h = HANDLE_BASE + process.pid * HANDLE_SPAN + sequence;
+    if (!live.has(h)) return h;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The registry of live instances
+
+export interface SimulatedInstance {
+  handle: number;
+  vmId: string;
+  role: LaunchQemuOptions['role'];
+  generation: number;
+  qmpSocket: string;
+  logFile: string;
+  argv: string[];
+  vm: SimulatedQemu;
+}
+
+const live = new Map<number, SimulatedInstance>();
+
+/** The live in-process instances of this process. */
+export function simulatedInstances(): SimulatedInstance[] {
+  return [...live.values()];
+}
+
+/** The simulated QEMU behind a handle, while it lives (tests read its ledger identity from it). */
+export function simulatedQemuOf(handle: number): SimulatedQemu | undefined {
+  return live.get(handle)?.vm;
+}
+
+/** isProcessAlive for a handle. */
+export function simulatedAlive(handle: number, expectArg?: string): boolean {
+  const inst = live.get(handle);
+  if (inst) return !inst.vm.dead && (expectArg === undefined || inst.argv.some((a) => a.includes(expectArg)));
+  const owner = handleOwnerPid(handle);
+  // Not ours: it can only be alive while the process holding it is.
+  return owner !== process.pid && isProcessAlive(owner);
+}
+
+/** killQemu for a handle: graceful stop with a grace period, crash without. */
+export async function killSimulated(
+  handle: number,
+  opts: { graceMs: number; expectArg?: string },
+): Promise<KillOutcome> {
+  if (!simulatedAlive(handle, opts.expectArg)) return 'not-running';
+  const inst = live.get(handle);
+  if (!inst) {
+    throw new Error(
+      `simulated QEMU ${handle} runs inside process ${handleOwnerPid(handle)}: only that process can stop it`,
+    );
+  }
+  if (opts.graceMs > 0) {
+    await inst.vm.stop();
+    return 'terminated';
+  }
+  inst.vm.crash();
+  await inst.vm.exited;
+  return 'killed';
+}
+
+/** Stops every in-process instance gracefully (a host worker that ends takes its VMs with it). */
+export async function stopSimulatedQemus(): Promise<void> {
+  await Promise.all([...live.values()].map((i) => i.vm.stop()));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Launch, probe, help
+
+function appendLog(file: string, text: string): void {
+  try {
+    appendFileSync(file, text, { mode: 0o600 });
+  } catch {
+    /* the log is best effort, as a QEMU's stderr */
+  }
+}
+
+/**
+ * launchQemu for a simulator binary: the same checks and files as a real launch (launchQemu did them),
+ * the same errors (QemuLaunchError with the log's tail), the instance registered under a new handle.
+ */
+export async function launchSimulated(
+  o: LaunchQemuOptions,
+  spec: SimulatorSpec,
+  qmpSocket: string,
+  logFile: string,
+): Promise<{ pid: number; qmpSocket: string; logFile: string }> {
+  const { sim, args } = simulator();
+  const argv = [...simulatorArgs(spec), ...o.args];
+  appendLog(
+    logFile,
+    `--- ${new Date().toISOString()} launching ${o.role} of ${o.vmId} (generation ${o.generation}) in-process: ${simulatorPath(spec)} ${o.args.join(' ')}\n`,
+  );
+  const stderr = (text: string) => appendLog(logFile, text);
+  let vm: SimulatedQemu;
+  try {
+    vm = new sim.SimulatedQemu(argv, { stderr });
+    await vm.start();
+  } catch (err) {
+    if (!(err instanceof args.CommandLineError)) throw err;
+    // As QEMU: the error on stderr, exit status 1.
+    stderr(args.errorLine(err.message, args.wantsMsgTimestamp(argv)));
+    throw new QemuLaunchError(
+      `QEMU ${o.role} of ${o.vmId} exited before it was ready (code 1, signal null)`,
+      logTail(logFile),
+      1,
+      null,
+    );
+  }
+  const handle = nextHandle();
+  live.set(handle, {
+    handle,
+    vmId: o.vmId,
+    role: o.role,
+    generation: o.generation,
+    qmpSocket,
+    logFile,
+    argv,
+    vm,
+  });
+  void vm.exited.then((code) => {
+    if (live.get(handle)?.vm === vm) live.delete(handle);
+    appendLog(logFile, `--- ${new Date().toISOString()} exited with status ${code}\n`);
+  });
+  return { pid: handle, qmpSocket, logFile };
+}
+
+/** A simulated QEMU for binary-probe's `-machine none` probe: no ledger, stopped by `kill`. */
+export function startSimulatedProbe(spec: SimulatorSpec, qemuArgs: string[]): { exited: Promise<never>; kill(): void } {
+  const { sim } = simulator();
+  let stderr = '';
+  let vm: SimulatedQemu | undefined;
+  const exited = (async (): Promise<never> => {
+    let code: number;
+    try {
+      vm = new sim.SimulatedQemu([...simulatorArgs(spec, { ledger: false }), ...qemuArgs], {
+        stderr: (t) => (stderr += t),
+      });
+      await vm.start();
+      code = await vm.exited;
+    } catch (err) {
+      stderr += (err as Error).message;
+      code = 1;
+    }
+    throw new Error(`${simulatorPath(spec)} exited (code ${code}) while probed: ${stderr.trim()}`);
+  })();
+  return { exited, kill: () => vm?.crash() };
+}
+
+/** What `<simulator> <args>` prints on stdout for `-machine <type>,help`. */
+export function simulatorHelp(spec: SimulatorSpec, qemuArgs: string[]): string {
+  return simulator().args.parseArgs([...simulatorArgs(spec, { ledger: false }), ...qemuArgs]).help ?? '';
+}
