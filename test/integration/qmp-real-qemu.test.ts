@@ -97,6 +97,15 @@ const cprMemory = ['-object', 'memory-backend-memfd,id=ram0,size=64M,share=on'];
 const cprMachine = 'pc-i440fx-10.0,memory-backend=ram0,aux-ram-share=on';
 const unixAddr = (file: string) => ({ transport: 'socket', type: 'unix', path: file });
 
+/** The source's status once it left `finish-migrate` (it reaches `postmigrate` just after `completed`). */
+async function settledStatus(q: { execute(cmd: string): Promise<unknown> }): Promise<{ status?: string }> {
+  for (let i = 0; ; i++) {
+    const st = (await q.execute('query-status')) as { status?: string };
+    if (st.status !== 'finish-migrate' || i >= 100) return st;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 describe('real parts', () => {
   it('requireQemu accepts both installed builds (binaries and data folders)', () => {
     expect(() => requireQemu(qemu72)).not.toThrow();
@@ -153,7 +162,7 @@ describe('plain local live migration 7.2 → 10.0.2 over a UNIX socket', () => {
 
     const info = await s.execute<QueryMigrate>('query-migrate');
     expect(info.status).toBe('completed');
-    await expect(s.execute('query-status')).resolves.toMatchObject({ status: 'postmigrate', running: false });
+    await expect(settledStatus(s)).resolves.toMatchObject({ status: 'postmigrate', running: false });
     // The destination holds exactly the source's final state and has not run yet (-S).
     await expect(d.execute('query-status')).resolves.toMatchObject({ status: 'paused', running: false });
     const finalOnSource = await readCounter(s);
@@ -226,7 +235,7 @@ describe('cpr-transfer 10.0.2 → 10.0.2 (memfd RAM shared, aux-ram-share)', () 
     const wallMs = Date.now() - started;
     const info = await s.execute<QueryMigrate>('query-migrate');
     expect(info.status).toBe('completed');
-    await expect(s.execute('query-status')).resolves.toMatchObject({ status: 'postmigrate', running: false });
+    await expect(settledStatus(s)).resolves.toMatchObject({ status: 'postmigrate', running: false });
 
     await dst.waitForQmp();
     const d = await track(dst.qmp());
@@ -297,7 +306,7 @@ describe('cpr-transfer 10.0.2 → 10.0.2 (memfd RAM shared, aux-ram-share)', () 
     expect(dstEnd.data.status).toBe('completed');
     const info = await s.execute<QueryMigrate>('query-migrate');
     expect(info.status).toBe('completed');
-    await expect(s.execute('query-status')).resolves.toMatchObject({ status: 'postmigrate', running: false });
+    await expect(settledStatus(s)).resolves.toMatchObject({ status: 'postmigrate', running: false });
     // Paused on the destination until we say so: the switch-over stays ours.
     await expect(d.execute('query-status')).resolves.toMatchObject({ status: 'paused', running: false });
     const paused = await readCounter(d);
