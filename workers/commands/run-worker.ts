@@ -2,6 +2,8 @@
 // cleanly on SIGINT/SIGTERM (in-flight activities get the shutdown grace, VMs keep running regardless).
 import type { Worker } from '@temporalio/worker';
 import { loadHostConfig } from '../../activities/host/config';
+import { stopSimulatedQemus } from '../../activities/host/sim-launcher';
+import { launchAtStart } from '../../activities/host/vm-launch';
 import { createHostWorker, hostTemporalSettings } from '../host-worker';
 import { createOrchestratorWorker } from '../orchestrator-worker';
 import type { TemporalSettings } from '../temporal-connection';
@@ -18,10 +20,18 @@ export async function runHostWorker(configFile: string, overrides: Partial<Tempo
   const config = await loadHostConfig(configFile);
   const settings = { ...hostTemporalSettings(config), ...overrides };
   const worker = await createHostWorker(config, settings);
+  if (config.launchAtStart?.length) {
+    const { launched, alreadyRunning } = await launchAtStart(config);
+    process.stderr.write(
+      `host worker ${config.hostId}: launched ${launched} VMs (${alreadyRunning} already running)\n`,
+    );
+  }
   await runUntilSignalled(
     worker,
     `host worker ${config.hostId} on ${settings.address} (queue qemu-host.${config.hostId})`,
   );
+  // In-process simulated VMs end with the worker (real QEMUs keep running).
+  await stopSimulatedQemus();
 }
 
 export async function runOrchestratorWorker(settings: TemporalSettings): Promise<void> {
