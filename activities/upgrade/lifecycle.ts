@@ -1,5 +1,6 @@
 // Step 7 of the saga (verify, finalize) and the rollback. Each reconciles with what QEMU and the VM record
 // say before acting, so a retry after a crash continues instead of repeating.
+import { writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
@@ -156,6 +157,17 @@ export async function rollback(
       };
     }
   }
+  if (!sourceAlive && destination && destinationAlive && (await holdsCompletedMigration(config, destination))) {
+    // The source died after the destination had received everything: the destination holds the latest
+    // state and nothing ran since, so it is resumed rather than the VM lost.
+    writeFileSync(resumeMarker(config, vmId, input.destination.generation), new Date().toISOString(), { mode: 0o600 });
+    await withQmp(config, destination, (qmp) => qmp.execute('cont'));
+    await finalize(config, input);
+    return {
+      runningIn: input.destination,
+      actions: [...actions, 'the source died after the migration completed: resumed the destination and finalized'],
+    };
+  }
   const ran = destinationMayHaveRun(config, vmId, input.destination.generation);
   if (destination && destinationAlive) {
     await killQemu(destination.pid, { graceMs: 0, expectArg: destination.qmpSocket });
@@ -182,6 +194,21 @@ export async function rollback(
   if (resumed) actions.push('resumed the source');
   await removeLeftovers(config, vmId, input.destination.generation);
   return { runningIn: input.source as ProcessRef, actions };
+}
+
+/** A paused destination whose incoming migration completed. */
+async function holdsCompletedMigration(config: HostConfig, destination: VmProcess): Promise<boolean> {
+  try {
+    return await withQmp(config, destination, async (qmp) => {
+      const [state, info] = await Promise.all([
+        statusOf(qmp),
+        qmp.execute('query-migrate') as Promise<{ status?: string }>,
+      ]);
+      return !state.running && info.status === 'completed';
+    });
+  } catch {
+    return false;
+  }
 }
 
 async function waitUntilSettled(qmp: QmpClient): Promise<void> {

@@ -148,7 +148,8 @@ export async function migrate(config: HostConfig, input: MigrateInput, side: Act
     return {
       strategy: plan.strategy,
       transferredBackends: plan.transferBackends,
-      totalTimeMs: final['total-time'] ?? Date.now() - started,
+      // QEMU reports 0 when the figure was not kept (e.g. a status read while it settles).
+      totalTimeMs: final['total-time'] || Date.now() - started,
       downtimeMs: final.downtime ?? null,
       guestPauseMs: gap(timeline.sourceStop, timeline.destinationResume),
       switchoverGapMs: gap(timeline.destinationCompleted, timeline.destinationResume),
@@ -373,11 +374,13 @@ async function explain(
 ): Promise<unknown> {
   if (err instanceof ApplicationFailure || err instanceof CancelledFailure) return err;
   const ran = destinationMayHaveRun(config, input.vmId, input.destination.generation);
-  if (!isAlive(destination)) {
-    return fail(failureTypes.processLost, `destination QEMU (pid ${destination.pid}) exited during the migration`, ran);
-  }
+  // The source first: when it dies, the destination's load fails and it exits too, so a dead destination
+  // next to a dead source says nothing about what happened first; a dead source alone always matters.
   if (!isAlive(source)) {
     return fail(failureTypes.processLost, `source QEMU (pid ${source.pid}) exited during the migration`, ran);
+  }
+  if (!isAlive(destination)) {
+    return fail(failureTypes.processLost, `destination QEMU (pid ${destination.pid}) exited during the migration`, ran);
   }
   if (isQmpFailure(err)) return err; // transient: a retry reconciles with what QEMU reports
   return err;
