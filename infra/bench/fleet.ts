@@ -1,0 +1,655 @@
+// Fleet benchmark: simulated hosts × VMs upgraded through upgradeVm on a real Temporal dev server, each
+// worker its own process as in production: `fleet-upgrade orchestrator-worker` and one
+// `fleet-upgrade host-worker --config <file>` per host, whose binaries are in-process simulators
+// (activities/host/sim-launcher.ts) and whose VMs the worker launches itself at start (`launchAtStart` in its
+// host config). A client starts the upgrades with bounded concurrency, the VMs of all hosts interleaved.
+//
+// Figures per fleet size: VM upgrades per second (first start → last result), history events per VM (and
+// per event type), peak RSS (VmHWM) of each host worker and of the orchestrator worker, CPU seconds of every
+// process while the upgrades ran, and where the time goes, read from the histories: per activity type,
+// scheduled → started (dispatch) and started → completed (execution); workflow tasks likewise; and each
+// VM's wall time split into waiting for dispatch, executing activities, and deciding (workflow tasks).
+// Afterwards every VM is checked from outside the workers: its record names generation 2 on the new
+// label, and its monitor answers `running` on the new version.
+//
+// Setup choices (each an option): the dev server's SQLite file lives on tmpfs (/dev/shm) when there is
+// one, as its default in-memory mode would (on disk, fsyncs cost a third of the throughput here); host
+// workers alternate between Node's default flags and `--max-semi-space-size=1` (young generation capped at
+// 1 MiB semispaces), so each run compares both under the same load.
+//
+// Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250]
+// [--concurrency N]`; infra/bench/main.ts calls runFleetBench.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { listVmRecords } from '../../activities/host/vm-record';
+import { QmpClient } from '../../activities/qmp/client';
+import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
+import { searchAttributeTypes } from '../../workflows/search-attributes';
+import { startDevServer, type DevServer } from '../devserver';
+import { projectRoot } from '../real-parts';
+
+export interface FleetSize {
+  hosts: number;
+  vmsPerHost: number;
+}
+
+export interface FleetBenchOptions {
+  /** Default: 2×50, 4×100, 4×250. */
+  sizes?: FleetSize[];
+  /** upgradeVm workflows in flight at once, all hosts together. Default 64. */
+  concurrency?: number;
+  /** Per host: `limits.maxConcurrentMigrations` (the host worker runs 6× as many activities). Default 8. */
+  maxConcurrentMigrations?: number;
+  /** Guest RAM of each simulated VM. Default 16 MiB. */
+  memoryMiB?: number;
+  /** The simulator's RAM transfer rate. Default 8000 Mbit/s. */
+  ramRateMbps?: number;
+  /** Node flags of host worker h: `hostNodeArgs[h % length]`. Default: `[[], ['--max-semi-space-size=1']]`. */
+  hostNodeArgs?: string[][];
+  /** Node flags of every worker process, e.g. `--cpu-prof --cpu-prof-dir=DIR` (env FLEET_BENCH_NODE_ARGS). */
+  nodeArgs?: string[];
+  /** Folder of the dev server's SQLite file. Default /dev/shm when present (env FLEET_BENCH_DB_DIR). */
+  dbDir?: string;
+  /** Dev server dynamic config values. */
+  devServerDynamicConfig?: Record<string, unknown>;
+  /** Progress lines. */
+  say?: (line: string) => void;
+}
+
+export interface Distribution {
+  n: number;
+  mean: number;
+  p50: number;
+  p95: number;
+  max: number;
+}
+
+export interface HostWorkerFigures {
+  hostId: string;
+  /** Node flags it ran with ([] = Node's defaults). */
+  nodeArgs: string[];
+  /** VmHWM, MiB. */
+  peakRssMiB: number;
+  /** VmRSS at the end, MiB. */
+  endRssMiB: number;
+  /** CPU seconds while the upgrades ran. */
+  cpuSec: number;
+}
+
+export interface FleetFigures {
+  hosts: number;
+  vmsPerHost: number;
+  vms: number;
+  concurrency: number;
+  /** Outcome → count; every VM should be `upgraded`. */
+  outcomes: Record<string, number>;
+  /** VMs whose record and monitor, checked from outside afterwards, say they run the new version. */
+  verifiedVms: number;
+  /** First workflow start → last result. */
+  wallSec: number;
+  upgradesPerSec: number;
+  /** How long the host workers took from spawn to polling with their VMs launched (slowest host). */
+  launchSec: number;
+  /** Start → close of each upgradeVm, ms. */
+  workflowMs: Distribution;
+  historyEventsPerVm: Distribution;
+  /** Mean count per VM of each event type (`ACTIVITY_TASK_SCHEDULED`, ...). */
+  historyEventTypesPerVm: Record<string, number>;
+  hostWorkers: HostWorkerFigures[];
+  /** Highest VmHWM of the host workers per flag set ('' = Node's defaults), MiB. */
+  hostWorkerPeakRssMiB: Record<string, number>;
+  /** VmHWM of the orchestrator worker, MiB (it bundles the workflow code at start with webpack). */
+  orchestratorPeakRssMiB: number;
+  /** VmRSS of the orchestrator worker at the end, MiB. */
+  orchestratorEndRssMiB: number;
+  /** CPU seconds (user + system) each process used while the upgrades ran. */
+  cpuSec: { devServer: number; orchestrator: number; hostWorkers: number; client: number; total: number };
+  /** All processes' CPU seconds per upgrade while the upgrades ran; the machine has `cores` per second. */
+  cpuSecPerUpgrade: number;
+  cores: number;
+  /** Per activity type: dispatch (scheduled → started) and execution (started → completed), ms. */
+  activities: Record<string, { dispatchMs: Distribution; executeMs: Distribution }>;
+  /** Workflow tasks: dispatch (scheduled → started) and execution (started → completed), ms. */
+  workflowTasks: { perVm: number; dispatchMs: Distribution; executeMs: Distribution };
+  /**
+   * One VM's wall time, split: activities waiting for a host worker (dispatch), activities running
+   * (execute), and the rest (workflow tasks: the orchestrator deciding, the service in between), ms, p50.
+   */
+  perVmMsP50: { total: number; activityDispatch: number; activityExecute: number; decide: number };
+  goals: {
+    upgradesPerSec: number;
+    hostWorkerPeakRssMiB: number;
+    upgradesPerSecMet: boolean;
+    /** Flag set ('' = Node's defaults) → whether every host worker run with it met the RSS goal. */
+    hostRssMet: Record<string, boolean>;
+  };
+}
+
+export const fleetGoals = { upgradesPerSec: 10, hostWorkerPeakRssMiB: 150 };
+export const defaultFleetSizes: FleetSize[] = [
+  { hosts: 2, vmsPerHost: 50 },
+  { hosts: 4, vmsPerHost: 100 },
+  { hosts: 4, vmsPerHost: 250 },
+];
+
+const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+export function distribution(values: number[]): Distribution {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return { n: 0, mean: NaN, p50: NaN, p95: NaN, max: NaN };
+  const at = (q: number) => v[Math.min(v.length - 1, Math.floor(q * v.length))]!;
+  return {
+    n: v.length,
+    mean: round1(v.reduce((a, b) => a + b, 0) / v.length),
+    p50: round1(at(0.5)),
+    p95: round1(at(0.95)),
+    max: round1(v[v.length - 1]!),
+  };
+}
+
+/** A field of /proc/<pid>/status in MiB (VmHWM: peak resident set; VmRSS: now). */
+export function procStatusMiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return round1(Number(m[1]) / 1024);
+}
+
+const CLOCK_TICKS = 100; // USER_HZ, fixed at 100 on Linux
+
+/** CPU seconds (utime + stime) a process used so far. */
+export function procCpuSec(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // utime and stime are fields 14 and 15; after cutting "pid (comm) " the state is index 0.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Histories
+
+type History = temporal.api.history.v1.IHistory;
+const E = temporal.api.enums.v1.EventType;
+const eventMs = (t: temporal.api.history.v1.IHistoryEvent['eventTime']) =>
+  t ? Number(t.seconds ?? 0) * 1000 + (t.nanos ?? 0) / 1e6 : NaN;
+
+interface HistoryFigures {
+  events: number;
+  types: Map<string, number>;
+  totalMs: number;
+  activities: { type: string; dispatchMs: number; executeMs: number }[];
+  workflowTasks: { dispatchMs: number; executeMs: number }[];
+}
+
+/** Event counts and latencies of one workflow history, from the service's own timestamps. */
+export function historyFigures(history: History): HistoryFigures {
+  const events = history.events ?? [];
+  const types = new Map<string, number>();
+  const scheduled = new Map<number, { type: string; at: number }>();
+  const started = new Map<number, number>();
+  const activities: HistoryFigures['activities'] = [];
+  const workflowTasks: HistoryFigures['workflowTasks'] = [];
+  let wtScheduled = NaN;
+  let wtStarted = NaN;
+  for (const e of events) {
+    const type = Number(e.eventType);
+    const name = (E[type] ?? String(type)).replace(/^EVENT_TYPE_/, '');
+    types.set(name, (types.get(name) ?? 0) + 1);
+    const at = eventMs(e.eventTime);
+    if (type === E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED) wtScheduled = at;
+    else if (type === E.EVENT_TYPE_WORKFLOW_TASK_STARTED) wtStarted = at;
+    else if (type === E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) {
+      workflowTasks.push({ dispatchMs: wtStarted - wtScheduled, executeMs: at - wtStarted });
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) {
+      const activity = e.activityTaskScheduledEventAttributes?.activityType?.name ?? '?';
+      scheduled.set(Number(e.eventId), { type: activity, at });
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_STARTED) {
+      started.set(Number(e.activityTaskStartedEventAttributes?.scheduledEventId), at);
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) {
+      const id = Number(e.activityTaskCompletedEventAttributes?.scheduledEventId);
+      const s = scheduled.get(id);
+      const st = started.get(id);
+      if (s && st !== undefined) activities.push({ type: s.type, dispatchMs: st - s.at, executeMs: at - st });
+    }
+  }
+  const totalMs = events.length ? eventMs(events[events.length - 1]!.eventTime) - eventMs(events[0]!.eventTime) : NaN;
+  return { events: events.length, types, totalMs, activities, workflowTasks };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Processes
+
+interface WorkerProcess {
+  name: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+  output(): string;
+}
+
+/** Starts `fleet-upgrade <args>`; resolves once it printed `polling` (its output also goes to `logFile`). */
+async function startWorker(
+  name: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  logFile: string,
+  nodeArgs: string[],
+  timeoutMs = 300_000,
+): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const append = (d: Buffer) => {
+    out += d.toString();
+    writeFileSync(logFile, d, { flag: 'a' });
+  };
+  child.stdout?.on('data', append);
+  child.stderr?.on('data', append);
+  const w: WorkerProcess = {
+    name,
+    child,
+    exited: new Promise((r) => child.once('exit', () => r())),
+    output: () => out,
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (!/ polling\n/.test(out)) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${name} exited during start (${child.exitCode ?? child.signalCode}):\n${out.slice(-2000)}`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${name} not polling after ${timeoutMs} ms:\n${out.slice(-2000)}`);
+    }
+    await sleep(50);
+  }
+  return w;
+}
+
+async function stopWorker(w: WorkerProcess): Promise<void> {
+  if (w.child.exitCode !== null || w.child.signalCode !== null) return;
+  w.child.kill('SIGTERM');
+  const t = setTimeout(() => w.child.kill('SIGKILL'), 20_000);
+  await w.exited;
+  clearTimeout(t);
+}
+
+/** Runs `fn` over `items` with at most `limit` at once. */
+async function pool<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!);
+      }
+    }),
+  );
+  return out;
+}
+
+function vmSpecs(h: number, n: number, memoryMiB: number) {
+  return Array.from({ length: n }, (_, v) => ({
+    id: `vm${v}`,
+    binary: 'sim-old',
+    machine: 'pc-i440fx-7.2',
+    accel: 'tcg',
+    memoryMiB,
+    netdevs: [{ id: 'net0', type: 'tap', ifname: `fb${h}t${v}` }],
+    devices: [{ id: 'nic0', driver: 'virtio-net-pci', netdev: 'net0' }],
+  }));
+}
+
+async function runningNewVersion(qmpSocket: string): Promise<boolean> {
+  const q = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 });
+  try {
+    const status = (await q.execute('query-status')) as { running?: boolean };
+    const { qemu: v } = (await q.execute('query-version')) as {
+      qemu?: { major: number; minor: number; micro: number };
+    };
+    return status.running === true && `${v?.major}.${v?.minor}.${v?.micro}` === '10.1.50';
+  } finally {
+    await q.close();
+  }
+}
+
+type Settings = Required<Omit<FleetBenchOptions, 'sizes' | 'devServerDynamicConfig'>> &
+  Pick<FleetBenchOptions, 'devServerDynamicConfig'>;
+
+async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<FleetFigures> {
+  const { say } = o;
+  const tag = `${size.hosts}x${size.vmsPerHost}`;
+  const dir = path.join(base, tag);
+  mkdirSync(dir, { recursive: true });
+  const dbFile = path.join(o.dbDir, `fu-fleet-${process.pid}-${tag}.db`);
+  const server: DevServer = await startDevServer({
+    headless: true,
+    searchAttributes: searchAttributeTypes,
+    dbFile,
+    logFile: path.join(dir, 'temporal-dev.log'),
+    ...(o.devServerDynamicConfig ? { dynamicConfig: o.devServerDynamicConfig } : {}),
+  });
+  const workers: WorkerProcess[] = [];
+  let connection: Connection | undefined;
+  try {
+    const env = { ...process.env, TEMPORAL_ADDRESS: server.address, TEMPORAL_NAMESPACE: server.namespace };
+    const log = (name: string) => path.join(dir, `${name}.log`);
+    const orchestrator = await startWorker(
+      'orchestrator',
+      ['orchestrator-worker'],
+      env,
+      log('orchestrator'),
+      o.nodeArgs,
+    );
+    workers.push(orchestrator);
+
+    const launchStarted = Date.now();
+    const hosts = Array.from({ length: size.hosts }, (_, h) => ({
+      hostId: `fleet-${h}`,
+      runtimeDir: path.join(dir, `h${h}`),
+      nodeArgs: o.hostNodeArgs[h % o.hostNodeArgs.length] ?? [],
+    }));
+    const hostWorkers = await Promise.all(
+      hosts.map(async ({ hostId, runtimeDir, nodeArgs }, h) => {
+        const simulator = (version: string) => ({
+          simulator: { dialect: 'local', version, ramRateMbps: o.ramRateMbps },
+        });
+        const file = path.join(dir, `${hostId}.json`);
+        writeFileSync(
+          file,
+          JSON.stringify({
+            hostId,
+            runtimeDir,
+            binaries: { 'sim-old': simulator('10.0.50'), 'sim-new': simulator('10.1.50') },
+            limits: { maxConcurrentMigrations: o.maxConcurrentMigrations },
+            temporal: { address: server.address, namespace: server.namespace },
+            launchAtStart: vmSpecs(h, size.vmsPerHost, o.memoryMiB),
+          }),
+        );
+        const w = await startWorker(hostId, ['host-worker', '--config', file], env, log(hostId), [
+          ...nodeArgs,
+          ...o.nodeArgs,
+        ]);
+        workers.push(w);
+        if (!w.output().includes(`launched ${size.vmsPerHost} VMs`)) {
+          throw new Error(`${hostId} did not launch its VMs:\n${w.output().slice(-2000)}`);
+        }
+        return w;
+      }),
+    );
+    const launchSec = (Date.now() - launchStarted) / 1000;
+    say(`  workers up, ${size.hosts * size.vmsPerHost} VMs launched in the host workers in ${launchSec.toFixed(1)} s`);
+
+    connection = await Connection.connect({ address: server.address });
+    const client = new Client({ connection, namespace: server.namespace });
+    // Interleaved, so every host works from the start.
+    const vms: { hostId: string; vmId: string }[] = [];
+    for (let v = 0; v < size.vmsPerHost; v++) for (const { hostId } of hosts) vms.push({ hostId, vmId: `vm${v}` });
+
+    const cpuNow = () => ({
+      devServer: procCpuSec(server.pid),
+      orchestrator: procCpuSec(orchestrator.child.pid!),
+      hostWorkers: hostWorkers.map((w) => procCpuSec(w.child.pid!)),
+      client: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
+    });
+    const cpuBefore = cpuNow();
+    const started = Date.now();
+    let done = 0;
+    const ticker = setInterval(() => say(`  ${done}/${vms.length} upgraded`), 15_000);
+    let results: UpgradeVmResult[];
+    try {
+      results = await pool(vms, o.concurrency, async ({ hostId, vmId }) => {
+        const r = (await client.workflow.execute('upgradeVm', {
+          taskQueue: 'fleet-upgrade',
+          workflowId: `upgrade-vm/${hostId}/${vmId}`,
+          args: [{ hostId, vmId, target: 'sim-new' }],
+        })) as UpgradeVmResult;
+        done++;
+        return r;
+      });
+    } finally {
+      clearInterval(ticker);
+    }
+    const wallSec = (Date.now() - started) / 1000;
+    const cpuAfter = cpuNow();
+    const hostCpu = cpuAfter.hostWorkers.map((c, i) => c - cpuBefore.hostWorkers[i]!);
+    const cpu = {
+      devServer: cpuAfter.devServer - cpuBefore.devServer,
+      orchestrator: cpuAfter.orchestrator - cpuBefore.orchestrator,
+      hostWorkers: hostCpu.reduce((a, b) => a + b, 0),
+      client: cpuAfter.client - cpuBefore.client,
+    };
+    const cpuTotal = cpu.devServer + cpu.orchestrator + cpu.hostWorkers + cpu.client;
+    const hostFigures: HostWorkerFigures[] = hosts.map((h, i) => ({
+      hostId: h.hostId,
+      nodeArgs: h.nodeArgs,
+      peakRssMiB: procStatusMiB(hostWorkers[i]!.child.pid!, 'VmHWM'),
+      endRssMiB: procStatusMiB(hostWorkers[i]!.child.pid!, 'VmRSS'),
+      cpuSec: round1(hostCpu[i]!),
+    }));
+    const orchestratorPeakRssMiB = procStatusMiB(orchestrator.child.pid!, 'VmHWM');
+    const orchestratorEndRssMiB = procStatusMiB(orchestrator.child.pid!, 'VmRSS');
+    const outcomes: Record<string, number> = {};
+    for (const r of results) outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
+    const upgradesPerSec = round1(results.length / wallSec);
+    say(`  ${results.length} upgrades in ${wallSec.toFixed(1)} s: ${upgradesPerSec}/s`);
+
+    // Where the time went, from the histories.
+    const eventsPerVm: number[] = [];
+    const typeTotals = new Map<string, number>();
+    const perVm = { total: [] as number[], dispatch: [] as number[], execute: [] as number[], decide: [] as number[] };
+    const wtDispatch: number[] = [];
+    const wtExecute: number[] = [];
+    const perActivity = new Map<string, { dispatch: number[]; execute: number[] }>();
+    await pool(vms, 16, async ({ hostId, vmId }) => {
+      const f = historyFigures(await client.workflow.getHandle(`upgrade-vm/${hostId}/${vmId}`).fetchHistory());
+      eventsPerVm.push(f.events);
+      for (const [t, n] of f.types) typeTotals.set(t, (typeTotals.get(t) ?? 0) + n);
+      for (const wt of f.workflowTasks) {
+        wtDispatch.push(wt.dispatchMs);
+        wtExecute.push(wt.executeMs);
+      }
+      let dispatch = 0;
+      let execute = 0;
+      for (const a of f.activities) {
+        const slot = perActivity.get(a.type) ?? { dispatch: [], execute: [] };
+        slot.dispatch.push(a.dispatchMs);
+        slot.execute.push(a.executeMs);
+        perActivity.set(a.type, slot);
+        dispatch += a.dispatchMs;
+        execute += a.executeMs;
+      }
+      perVm.total.push(f.totalMs);
+      perVm.dispatch.push(dispatch);
+      perVm.execute.push(execute);
+      perVm.decide.push(f.totalMs - dispatch - execute);
+    });
+
+    // Every VM accounted for, checked from outside the host workers.
+    let verifiedVms = 0;
+    for (const { runtimeDir } of hosts) {
+      const records = await listVmRecords(runtimeDir);
+      const ok = await pool(records, 16, async (r) =>
+        r.generation === 2 && r.binary.label === 'sim-new' ? runningNewVersion(r.qmpSocket).catch(() => false) : false,
+      );
+      verifiedVms += ok.filter(Boolean).length;
+    }
+
+    const byFlags: Record<string, number> = {};
+    for (const h of hostFigures) {
+      const key = h.nodeArgs.join(' ');
+      byFlags[key] = Math.max(byFlags[key] ?? 0, h.peakRssMiB);
+    }
+    return {
+      hosts: size.hosts,
+      vmsPerHost: size.vmsPerHost,
+      vms: vms.length,
+      concurrency: o.concurrency,
+      outcomes,
+      verifiedVms,
+      wallSec: round1(wallSec),
+      upgradesPerSec,
+      launchSec: round1(launchSec),
+      workflowMs: distribution(perVm.total),
+      historyEventsPerVm: distribution(eventsPerVm),
+      historyEventTypesPerVm: Object.fromEntries(
+        [...typeTotals].sort((a, b) => b[1] - a[1]).map(([t, n]) => [t, round1(n / vms.length)]),
+      ),
+      hostWorkers: hostFigures,
+      hostWorkerPeakRssMiB: byFlags,
+      orchestratorPeakRssMiB,
+      orchestratorEndRssMiB,
+      cpuSec: {
+        devServer: round1(cpu.devServer),
+        orchestrator: round1(cpu.orchestrator),
+        hostWorkers: round1(cpu.hostWorkers),
+        client: round1(cpu.client),
+        total: round1(cpuTotal),
+      },
+      cpuSecPerUpgrade: Math.round((cpuTotal / results.length) * 1000) / 1000,
+      cores: os.cpus().length,
+      activities: Object.fromEntries(
+        [...perActivity].map(([name, v]) => [
+          name,
+          { dispatchMs: distribution(v.dispatch), executeMs: distribution(v.execute) },
+        ]),
+      ),
+      workflowTasks: {
+        perVm: round1(wtExecute.length / vms.length),
+        dispatchMs: distribution(wtDispatch),
+        executeMs: distribution(wtExecute),
+      },
+      perVmMsP50: {
+        total: distribution(perVm.total).p50,
+        activityDispatch: distribution(perVm.dispatch).p50,
+        activityExecute: distribution(perVm.execute).p50,
+        decide: distribution(perVm.decide).p50,
+      },
+      goals: {
+        ...fleetGoals,
+        upgradesPerSecMet: upgradesPerSec >= fleetGoals.upgradesPerSec,
+        hostRssMet: Object.fromEntries(
+          Object.entries(byFlags).map(([k, v]) => [k, v <= fleetGoals.hostWorkerPeakRssMiB]),
+        ),
+      },
+    };
+  } finally {
+    await connection?.close().catch(() => undefined);
+    await Promise.all(workers.map(stopWorker));
+    await server.stop();
+    rmSync(dbFile, { force: true });
+    for (const suffix of ['-wal', '-shm', '-journal']) rmSync(dbFile + suffix, { force: true });
+  }
+}
+
+/** Runs the fleet benchmark at each size, one after the other, each on a fresh dev server and workers. */
+export async function runFleetBench(options: FleetBenchOptions = {}): Promise<FleetFigures[]> {
+  const envArgs = process.env.FLEET_BENCH_NODE_ARGS?.split(' ').filter(Boolean);
+  const o: Settings = {
+    concurrency: options.concurrency ?? 64,
+    maxConcurrentMigrations: options.maxConcurrentMigrations ?? 8,
+    memoryMiB: options.memoryMiB ?? 16,
+    ramRateMbps: options.ramRateMbps ?? 8000,
+    hostNodeArgs: options.hostNodeArgs ?? [[], ['--max-semi-space-size=1']],
+    nodeArgs: options.nodeArgs ?? envArgs ?? [],
+    dbDir: options.dbDir ?? process.env.FLEET_BENCH_DB_DIR ?? (existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir()),
+    devServerDynamicConfig: options.devServerDynamicConfig,
+    say: options.say ?? (() => undefined),
+  };
+  // Short: UNIX socket paths must stay under 108 bytes.
+  const base = mkdtempSync(path.join('/tmp', 'fu-fleet-'));
+  try {
+    const figures: FleetFigures[] = [];
+    for (const size of options.sizes ?? defaultFleetSizes) {
+      o.say(`fleet: ${size.hosts} hosts × ${size.vmsPerHost} VMs, ${o.concurrency} upgrades in flight`);
+      figures.push(await runOneSize(size, o, base));
+    }
+    return figures;
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+}
+
+/** One row per size, for console.table and the docs. */
+export function fleetSummaryRows(figures: FleetFigures[]): Record<string, string | number>[] {
+  return figures.map((f) => ({
+    fleet: `${f.hosts}×${f.vmsPerHost}`,
+    'upgrades/s': f.upgradesPerSec,
+    verified: `${f.verifiedVms}/${f.vms}`,
+    'events/VM': f.historyEventsPerVm.mean,
+    ...Object.fromEntries(
+      Object.entries(f.hostWorkerPeakRssMiB).map(([k, v]) => [`host peak RSS MiB${k ? ` (${k})` : ''}`, v]),
+    ),
+    'orchestrator peak RSS MiB': f.orchestratorPeakRssMiB,
+    'CPU s/upgrade': f.cpuSecPerUpgrade,
+    'dev server CPU share': `${Math.round((f.cpuSec.devServer / f.cpuSec.total) * 100)}%`,
+    'VM p50 ms': f.workflowMs.p50,
+  }));
+}
+
+function parseArgs(argv: string[]): { json: boolean; options: FleetBenchOptions } {
+  const options: FleetBenchOptions = {};
+  let json = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--json') json = true;
+    else if (a === '--sizes') {
+      options.sizes = value()
+        .split(',')
+        .map((s) => {
+          const m = /^(\d+)x(\d+)$/.exec(s.trim());
+          if (!m) throw new Error(`--sizes takes HOSTSxVMS,... (got ${s})`);
+          return { hosts: Number(m[1]), vmsPerHost: Number(m[2]) };
+        });
+    } else if (a === '--concurrency') {
+      options.concurrency = Number(value());
+      if (!Number.isInteger(options.concurrency) || options.concurrency < 1)
+        throw new Error('--concurrency must be a positive integer');
+    } else throw new Error(`unknown option ${a}`);
+  }
+  return { json, options };
+}
+
+if (require.main === module) {
+  const started = Date.now();
+  Promise.resolve()
+    .then(() => parseArgs(process.argv.slice(2)))
+    .then(async ({ json, options }) => {
+      const figures = await runFleetBench({ ...options, say: (l) => process.stderr.write(`${l}\n`) });
+      if (json) return void process.stdout.write(`${JSON.stringify(figures)}\n`);
+      console.table(fleetSummaryRows(figures));
+      for (const f of figures) {
+        console.log(
+          `${f.hosts}×${f.vmsPerHost}: per VM p50 ${f.perVmMsP50.total} ms = activities waiting ${f.perVmMsP50.activityDispatch} + running ${f.perVmMsP50.activityExecute} + deciding ${f.perVmMsP50.decide}; CPU s ${JSON.stringify(f.cpuSec)}`,
+        );
+        console.table(
+          Object.fromEntries(
+            Object.entries(f.activities).map(([k, v]) => [
+              k,
+              {
+                'dispatch p50': v.dispatchMs.p50,
+                'dispatch p95': v.dispatchMs.p95,
+                'execute p50': v.executeMs.p50,
+                'execute p95': v.executeMs.p95,
+              },
+            ]),
+          ),
+        );
+      }
+      process.stderr.write(
+        `fleet bench: ${((Date.now() - started) / 1000).toFixed(0)} s on ${os.cpus().length} cores\n`,
+      );
+    })
+    .catch((err: unknown) => {
+      process.stderr.write(`fleet bench: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    });
+}
