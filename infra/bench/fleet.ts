@@ -14,8 +14,9 @@
 //
 // Setup choices (each an option): the dev server's SQLite file lives on tmpfs (/dev/shm) when there is
 // one, as its default in-memory mode would (on disk, fsyncs cost a third of the throughput here); host
-// workers alternate between Node's default flags and `--max-semi-space-size=1` (young generation capped at
-// 1 MiB semispaces), so each run compares both under the same load.
+// workers alternate between Node's defaults and a tuned variant, `--max-semi-space-size=1` (young
+// generation capped at 1 MiB semispaces; the default grows to 16) with `MALLOC_ARENA_MAX=2` (glibc keeps
+// fewer per-thread heaps for the core SDK's threads), so each run compares both under the same load.
 //
 // Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250]
 // [--concurrency N]`; infra/bench/main.ts calls runFleetBench.
@@ -48,8 +49,11 @@ export interface FleetBenchOptions {
   memoryMiB?: number;
   /** The simulator's RAM transfer rate. Default 8000 Mbit/s. */
   ramRateMbps?: number;
-  /** Node flags of host worker h: `hostNodeArgs[h % length]`. Default: `[[], ['--max-semi-space-size=1']]`. */
-  hostNodeArgs?: string[][];
+  /**
+   * How host worker h runs: `hostVariants[h % length]`. Default: Node's defaults, and the tuned variant
+   * `--max-semi-space-size=1` with `MALLOC_ARENA_MAX=2` (so every run compares both under the same load).
+   */
+  hostVariants?: HostVariant[];
   /** Node flags of every worker process, e.g. `--cpu-prof --cpu-prof-dir=DIR` (env FLEET_BENCH_NODE_ARGS). */
   nodeArgs?: string[];
   /** Folder of the dev server's SQLite file. Default /dev/shm when present (env FLEET_BENCH_DB_DIR). */
@@ -59,6 +63,21 @@ export interface FleetBenchOptions {
   /** Progress lines. */
   say?: (line: string) => void;
 }
+
+export interface HostVariant {
+  /** Node flags before the script. */
+  nodeArgs: string[];
+  /** Extra environment. */
+  env?: Record<string, string>;
+}
+
+/** A variant's name in the figures: its flags and environment, or `defaults`. */
+export function variantName(v: HostVariant): string {
+  const parts = [...v.nodeArgs, ...Object.entries(v.env ?? {}).map(([k, x]) => `${k}=${x}`)];
+  return parts.length ? parts.join(' ') : 'defaults';
+}
+
+export const tunedHostVariant: HostVariant = { nodeArgs: ['--max-semi-space-size=1'], env: { MALLOC_ARENA_MAX: '2' } };
 
 export interface Distribution {
   n: number;
@@ -70,8 +89,8 @@ export interface Distribution {
 
 export interface HostWorkerFigures {
   hostId: string;
-  /** Node flags it ran with ([] = Node's defaults). */
-  nodeArgs: string[];
+  /** How it ran (variantName). */
+  variant: string;
   /** VmHWM, MiB. */
   peakRssMiB: number;
   /** VmRSS at the end, MiB. */
@@ -100,7 +119,7 @@ export interface FleetFigures {
   /** Mean count per VM of each event type (`ACTIVITY_TASK_SCHEDULED`, ...). */
   historyEventTypesPerVm: Record<string, number>;
   hostWorkers: HostWorkerFigures[];
-  /** Highest VmHWM of the host workers per flag set ('' = Node's defaults), MiB. */
+  /** Highest VmHWM of the host workers per variant (variantName), MiB. */
   hostWorkerPeakRssMiB: Record<string, number>;
   /** VmHWM of the orchestrator worker, MiB (it bundles the workflow code at start with webpack). */
   orchestratorPeakRssMiB: number;
@@ -124,7 +143,7 @@ export interface FleetFigures {
     upgradesPerSec: number;
     hostWorkerPeakRssMiB: number;
     upgradesPerSecMet: boolean;
-    /** Flag set ('' = Node's defaults) → whether every host worker run with it met the RSS goal. */
+    /** Variant → whether every host worker run that way met the RSS goal. */
     hostRssMet: Record<string, boolean>;
   };
 }
@@ -350,10 +369,10 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     const hosts = Array.from({ length: size.hosts }, (_, h) => ({
       hostId: `fleet-${h}`,
       runtimeDir: path.join(dir, `h${h}`),
-      nodeArgs: o.hostNodeArgs[h % o.hostNodeArgs.length] ?? [],
+      variant: o.hostVariants[h % o.hostVariants.length] ?? { nodeArgs: [] },
     }));
     const hostWorkers = await Promise.all(
-      hosts.map(async ({ hostId, runtimeDir, nodeArgs }, h) => {
+      hosts.map(async ({ hostId, runtimeDir, variant }, h) => {
         const simulator = (version: string) => ({
           simulator: { dialect: 'local', version, ramRateMbps: o.ramRateMbps },
         });
@@ -369,10 +388,13 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
             launchAtStart: vmSpecs(h, size.vmsPerHost, o.memoryMiB),
           }),
         );
-        const w = await startWorker(hostId, ['host-worker', '--config', file], env, log(hostId), [
-          ...nodeArgs,
-          ...o.nodeArgs,
-        ]);
+        const w = await startWorker(
+          hostId,
+          ['host-worker', '--config', file],
+          { ...env, ...variant.env },
+          log(hostId),
+          [...variant.nodeArgs, ...o.nodeArgs],
+        );
         workers.push(w);
         if (!w.output().includes(`launched ${size.vmsPerHost} VMs`)) {
           throw new Error(`${hostId} did not launch its VMs:\n${w.output().slice(-2000)}`);
@@ -425,7 +447,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     const cpuTotal = cpu.devServer + cpu.orchestrator + cpu.hostWorkers + cpu.client;
     const hostFigures: HostWorkerFigures[] = hosts.map((h, i) => ({
       hostId: h.hostId,
-      nodeArgs: h.nodeArgs,
+      variant: variantName(h.variant),
       peakRssMiB: procStatusMiB(hostWorkers[i]!.child.pid!, 'VmHWM'),
       endRssMiB: procStatusMiB(hostWorkers[i]!.child.pid!, 'VmRSS'),
       cpuSec: round1(hostCpu[i]!),
@@ -480,7 +502,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
 
     const byFlags: Record<string, number> = {};
     for (const h of hostFigures) {
-      const key = h.nodeArgs.join(' ');
+      const key = h.variant;
       byFlags[key] = Math.max(byFlags[key] ?? 0, h.peakRssMiB);
     }
     return {
@@ -553,7 +575,7 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
     maxConcurrentMigrations: options.maxConcurrentMigrations ?? 8,
     memoryMiB: options.memoryMiB ?? 16,
     ramRateMbps: options.ramRateMbps ?? 8000,
-    hostNodeArgs: options.hostNodeArgs ?? [[], ['--max-semi-space-size=1']],
+    hostVariants: options.hostVariants ?? [{ nodeArgs: [] }, tunedHostVariant],
     nodeArgs: options.nodeArgs ?? envArgs ?? [],
     dbDir: options.dbDir ?? process.env.FLEET_BENCH_DB_DIR ?? (existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir()),
     devServerDynamicConfig: options.devServerDynamicConfig,
@@ -580,9 +602,7 @@ export function fleetSummaryRows(figures: FleetFigures[]): Record<string, string
     'upgrades/s': f.upgradesPerSec,
     verified: `${f.verifiedVms}/${f.vms}`,
     'events/VM': f.historyEventsPerVm.mean,
-    ...Object.fromEntries(
-      Object.entries(f.hostWorkerPeakRssMiB).map(([k, v]) => [`host peak RSS MiB${k ? ` (${k})` : ''}`, v]),
-    ),
+    ...Object.fromEntries(Object.entries(f.hostWorkerPeakRssMiB).map(([k, v]) => [`host peak RSS MiB (${k})`, v])),
     'orchestrator peak RSS MiB': f.orchestratorPeakRssMiB,
     'CPU s/upgrade': f.cpuSecPerUpgrade,
     'dev server CPU share': `${Math.round((f.cpuSec.devServer / f.cpuSec.total) * 100)}%`,
