@@ -257,6 +257,9 @@ function switchOverWhenComplete(dst: QmpClient, marker: string) {
         throw fail(failureTypes.migrationFailed, `destination is ${state.status} after the migration, not paused`);
       }
       const resumed = dst.waitForEvent((e) => e.event === 'RESUME', { timeoutMs: 10_000, description: 'RESUME' });
+      // Awaited only once `cont` succeeded; when `cont` fails (the destination died or hangs) nobody awaits
+      // it, and its rejection must not go unhandled: Node ends the host worker's process on one.
+      resumed.catch(() => undefined);
       // Not fsynced: it guards against a crash of the worker (the page cache survives it); a crash of the
       // host takes both QEMUs with it. An fsync here would lengthen the guest's pause by milliseconds.
       writeFileSync(marker, new Date().toISOString(), { mode: 0o600 });
