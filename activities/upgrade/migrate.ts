@@ -129,8 +129,12 @@ export async function migrate(config: HostConfig, input: MigrateInput, side: Act
     const before = await queryMigrate(src);
     const status = before.status ?? 'none';
     let reconciled = false;
+    // `completed` is also what a process reports after it *received* a migration: a VM migrating back
+    // starts from the destination of the way there. Only a source that sent its state away (postmigrate)
+    // completed an outgoing migration of ours.
+    const sentAway = status === 'completed' && (await queryStatus(src)).status === 'postmigrate';
 
-    if (status === 'completed' || inFlight.has(status)) {
+    if (sentAway || inFlight.has(status)) {
       // An earlier attempt started it: await it, never issue it again.
       reconciled = true;
       dst = await connect(config, destination);
