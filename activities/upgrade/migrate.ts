@@ -332,6 +332,15 @@ async function monitor(
       const gone = !isAlive(destination) ? ' (destination QEMU exited)' : '';
       throw fail(failureTypes.migrationFailed, `migration ${info.status}: ${why}${gone}`);
     }
+    // Checked before the `completed` branch too, so a destination that never completes cannot hold the
+    // activity until its start-to-close timeout.
+    if (Date.now() > deadline) {
+      await cancelMigration(src);
+      throw fail(
+        failureTypes.completionTimeout,
+        `not complete after ${completionTimeoutSec(input.policy, input.ramMiB)} s; migration cancelled`,
+      );
+    }
     if (info.status === 'completed') {
       // The source is done; the destination's completion (and our cont) follows within moments.
       await switchover.check();
@@ -345,13 +354,6 @@ async function monitor(
       throw fail(
         failureTypes.progressStalled,
         `no progress for ${input.policy.progressTimeoutSec} s; migration cancelled`,
-      );
-    }
-    if (Date.now() > deadline) {
-      await cancelMigration(src);
-      throw fail(
-        failureTypes.completionTimeout,
-        `not complete after ${completionTimeoutSec(input.policy, input.ramMiB)} s; migration cancelled`,
       );
     }
   }
