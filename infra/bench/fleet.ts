@@ -19,7 +19,7 @@
 // fewer per-thread heaps for the core SDK's threads), so each run compares both under the same load.
 //
 // Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250]
-// [--concurrency N]`; infra/bench/main.ts calls runFleetBench.
+// [--concurrency N] [--markdown]`; infra/bench/main.ts calls runFleetBench (and fleetBenchmarksMarkdown).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -103,6 +103,8 @@ export interface FleetFigures {
   hosts: number;
   vmsPerHost: number;
   vms: number;
+  /** Guest RAM of each VM, MiB. */
+  memoryMiB: number;
   concurrency: number;
   /** Outcome → count; every VM should be `upgraded`. */
   outcomes: Record<string, number>;
@@ -130,6 +132,11 @@ export interface FleetFigures {
   /** All processes' CPU seconds per upgrade while the upgrades ran; the machine has `cores` per second. */
   cpuSecPerUpgrade: number;
   cores: number;
+  /**
+   * The whole machine while the upgrades ran (/proc/stat): how busy its cores were, and how much of that was
+   * the bench's own processes (the rest: anything else running on the machine), percent of all cores.
+   */
+  machine: { busyPct: number; benchPct: number };
   /** Per activity type: dispatch (scheduled → started) and execution (started → completed), ms. */
   activities: Record<string, { dispatchMs: Distribution; executeMs: Distribution }>;
   /** Workflow tasks: dispatch (scheduled → started) and execution (started → completed), ms. */
@@ -180,6 +187,16 @@ export function procStatusMiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
 }
 
 const CLOCK_TICKS = 100; // USER_HZ, fixed at 100 on Linux
+
+/** Busy and total CPU seconds of the machine so far (/proc/stat, all cores). */
+export function machineCpuSec(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = v;
+  const busy = user + nice + system + irq + softirq + steal;
+  return { busy: busy / CLOCK_TICKS, total: (busy + idle + iowait) / CLOCK_TICKS };
+}
 
 /** CPU seconds (utime + stime) a process used so far. */
 export function procCpuSec(pid: number): number {
@@ -418,6 +435,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       client: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
     });
     const cpuBefore = cpuNow();
+    const machineBefore = machineCpuSec();
     const started = Date.now();
     let done = 0;
     const ticker = setInterval(() => say(`  ${done}/${vms.length} upgraded`), 15_000);
@@ -437,6 +455,8 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     }
     const wallSec = (Date.now() - started) / 1000;
     const cpuAfter = cpuNow();
+    const machineAfter = machineCpuSec();
+    const machineTotal = machineAfter.total - machineBefore.total;
     const hostCpu = cpuAfter.hostWorkers.map((c, i) => c - cpuBefore.hostWorkers[i]!);
     const cpu = {
       devServer: cpuAfter.devServer - cpuBefore.devServer,
@@ -509,6 +529,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       hosts: size.hosts,
       vmsPerHost: size.vmsPerHost,
       vms: vms.length,
+      memoryMiB: o.memoryMiB,
       concurrency: o.concurrency,
       outcomes,
       verifiedVms,
@@ -533,6 +554,10 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       },
       cpuSecPerUpgrade: Math.round((cpuTotal / results.length) * 1000) / 1000,
       cores: os.cpus().length,
+      machine: {
+        busyPct: Math.round(((machineAfter.busy - machineBefore.busy) / machineTotal) * 100),
+        benchPct: Math.round((cpuTotal / machineTotal) * 100),
+      },
       activities: Object.fromEntries(
         [...perActivity].map(([name, v]) => [
           name,
@@ -595,6 +620,82 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
   }
 }
 
+const fmt = (x: number | undefined, digits = 0) => (x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits));
+
+function rateText(figures: FleetFigures[], big: FleetFigures, ceiling: number, upserts: number): string {
+  const levers = `The Temporal dev server is the largest consumer; its work grows with the history: of ${fmt(big.historyEventsPerVm.mean)} events per VM, ${fmt(upserts)} are search-attribute upserts (one per saga phase), each also a visibility write. Fewer upserts (e.g. only at the start and end), or a Temporal service on a machine of its own, are the levers; the host workers' own work comes second.`;
+  if (figures.every((f) => f.goals.upgradesPerSecMet)) {
+    return `The upgrade rate meets its goal at every size. ${levers}`;
+  }
+  const others = big.machine.busyPct - big.machine.benchPct;
+  const saturated = big.machine.busyPct >= 90;
+  return (
+    `The upgrade rate ${figures.some((f) => f.goals.upgradesPerSecMet) ? 'does not always meet' : 'misses'} its goal. ` +
+    (saturated
+      ? `The machine is out of CPU, not waiting: the latencies above are queueing. ${fmt(big.cpuSecPerUpgrade, 3)} CPU-seconds per upgrade over ${big.cores} cores cap the rate at about ${fmt(ceiling, 1)}/s` +
+        (others >= 10
+          ? `, less what other processes on the machine took (${others} % of its cores during the run).`
+          : '.')
+      : `The machine was not saturated (${big.machine.busyPct} % busy): the upgrades waited on the service's latency rather than on CPU.`) +
+    ` ${levers}`
+  );
+}
+
+/** The fleet section of docs/BENCHMARKS.md: figures per size, and where the time goes at the largest. */
+export function fleetBenchmarksMarkdown(figures: FleetFigures[]): string {
+  if (!figures.length) return '';
+  const variants = [...new Set(figures.flatMap((f) => Object.keys(f.hostWorkerPeakRssMiB)))];
+  const rows = figures
+    .map(
+      (f) =>
+        `| ${f.hosts} × ${f.vmsPerHost} | **${fmt(f.upgradesPerSec, 1)}** | ${f.verifiedVms}/${f.vms} | ${fmt(f.historyEventsPerVm.mean, 1)} | ${variants.map((v) => fmt(f.hostWorkerPeakRssMiB[v])).join(' | ')} | ${fmt(f.orchestratorPeakRssMiB)} | ${fmt(f.cpuSecPerUpgrade, 3)} | ${fmt((f.cpuSec.devServer / f.cpuSec.total) * 100)} % | ${fmt(f.workflowMs.p50)} |`,
+    )
+    .join('\n');
+  const big = figures.reduce((a, b) => (b.vms > a.vms ? b : a));
+  const activities = Object.entries(big.activities)
+    .map(
+      ([name, a]) =>
+        `| ${name} | ${fmt(a.dispatchMs.p50)} | ${fmt(a.dispatchMs.p95)} | ${fmt(a.executeMs.p50)} | ${fmt(a.executeMs.p95)} |`,
+    )
+    .join('\n');
+  const types = Object.entries(big.historyEventTypesPerVm)
+    .map(([t, n]) => `${t.toLowerCase()} ${n}`)
+    .join(', ');
+  const upserts = big.historyEventTypesPerVm.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES ?? 0;
+  const ceiling = big.cores / big.cpuSecPerUpgrade;
+  const share = (x: number) => `${fmt((x / big.cpuSec.total) * 100)} %`;
+  const rssByVariant = variants
+    .map((v) => `${v}: ${fmt(Math.max(...figures.map((f) => f.hostWorkerPeakRssMiB[v] ?? 0)))} MiB`)
+    .join('; ');
+  return `## Fleet: simulated hosts × VMs through Temporal
+
+\`runFleetBench\` (\`infra/bench/fleet.ts\`; alone: \`node dist/infra/bench/fleet.js\`): a Temporal dev server (SQLite
+on tmpfs), the orchestrator worker and one host worker per host, each its own process (\`fleet-upgrade
+orchestrator-worker\`, \`fleet-upgrade host-worker --config …\`). The host workers' binaries are in-process QEMU
+simulators (\`local\` dialect, 10.0.50 → 10.1.50); each worker launches its VMs (one tap, ${big.memoryMiB} MiB) itself at start. A client
+runs \`upgradeVm\` for every VM, ${big.concurrency} at a time, hosts interleaved; afterwards every VM's record and monitor are
+checked from outside. Host workers alternate between Node's defaults and the tuned variant
+(\`${variantName(tunedHostVariant)}\`). Goals: ≥ ${fleetGoals.upgradesPerSec} upgrades/s, host worker peak RSS ≤ ${fleetGoals.hostWorkerPeakRssMiB} MiB.
+
+| fleet (hosts × VMs) | upgrades/s | verified | history events/VM | ${variants.map((v) => `host worker peak RSS, MiB (${v})`).join(' | ')} | orchestrator peak RSS, MiB | CPU s/upgrade (all processes) | dev server share of CPU | one VM, p50 ms |
+|---|---|---|---|${variants.map(() => '---|').join('')}---|---|---|---|
+${rows}
+
+Where the time goes at ${big.hosts} × ${big.vmsPerHost} (from the histories: scheduled → started is the wait for a worker,
+started → completed the activity's work and its report; ms):
+
+| activity | dispatch p50 | dispatch p95 | execute p50 | execute p95 |
+|---|---|---|---|---|
+${activities}
+
+Workflow tasks: ${fmt(big.workflowTasks.perVm, 1)} per VM, dispatch p50 ${fmt(big.workflowTasks.dispatchMs.p50)} ms (p95 ${fmt(big.workflowTasks.dispatchMs.p95)}), execute p50 ${fmt(big.workflowTasks.executeMs.p50)} ms. One VM's ${fmt(big.perVmMsP50.total)} ms (p50) split: activities waiting ${fmt(big.perVmMsP50.activityDispatch)}, activities running ${fmt(big.perVmMsP50.activityExecute)}, workflow tasks and the service in between ${fmt(big.perVmMsP50.decide)}. Events per VM: ${types}.
+
+CPU while the upgrades ran: ${fmt(big.cpuSec.total, 1)} s over ${fmt(big.wallSec, 1)} s on ${big.cores} cores; the machine's cores were ${big.machine.busyPct} % busy, ${big.machine.benchPct} % with the bench's processes — dev server ${share(big.cpuSec.devServer)}, host workers ${share(big.cpuSec.hostWorkers)}, orchestrator ${share(big.cpuSec.orchestrator)}, client ${share(big.cpuSec.client)}.
+${rateText(figures, big, ceiling, upserts)}
+Host worker peak RSS (highest of all sizes) — ${rssByVariant}. Node's default young generation (semispaces grown to 16 MiB under load) and glibc's per-thread heaps for the core SDK's threads are the difference; the in-process VMs themselves take about 30 KiB of resident memory each.
+`;
+}
+
 /** One row per size, for console.table and the docs. */
 export function fleetSummaryRows(figures: FleetFigures[]): Record<string, string | number>[] {
   return figures.map((f) => ({
@@ -610,9 +711,10 @@ export function fleetSummaryRows(figures: FleetFigures[]): Record<string, string
   }));
 }
 
-function parseArgs(argv: string[]): { json: boolean; options: FleetBenchOptions } {
+function parseArgs(argv: string[]): { json: boolean; markdown: boolean; options: FleetBenchOptions } {
   const options: FleetBenchOptions = {};
   let json = false;
+  let markdown = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -621,6 +723,7 @@ function parseArgs(argv: string[]): { json: boolean; options: FleetBenchOptions 
       return v;
     };
     if (a === '--json') json = true;
+    else if (a === '--markdown') markdown = true;
     else if (a === '--sizes') {
       options.sizes = value()
         .split(',')
@@ -635,16 +738,17 @@ function parseArgs(argv: string[]): { json: boolean; options: FleetBenchOptions 
         throw new Error('--concurrency must be a positive integer');
     } else throw new Error(`unknown option ${a}`);
   }
-  return { json, options };
+  return { json, markdown, options };
 }
 
 if (require.main === module) {
   const started = Date.now();
   Promise.resolve()
     .then(() => parseArgs(process.argv.slice(2)))
-    .then(async ({ json, options }) => {
+    .then(async ({ json, markdown, options }) => {
       const figures = await runFleetBench({ ...options, say: (l) => process.stderr.write(`${l}\n`) });
       if (json) return void process.stdout.write(`${JSON.stringify(figures)}\n`);
+      if (markdown) return void process.stdout.write(fleetBenchmarksMarkdown(figures));
       console.table(fleetSummaryRows(figures));
       for (const f of figures) {
         console.log(
