@@ -136,15 +136,23 @@ export async function rollback(
   const sourceAlive = source !== undefined && isAlive(source);
   const destinationAlive = destination !== undefined && isAlive(destination);
 
+  // A source whose monitor does not answer can be neither cancelled nor resumed from here; the destination
+  // is still dealt with below (kept if it runs the guest, killed if it never did), so the VM is not left
+  // with a second process, and the failure is reported afterwards.
+  let sourceUnreachable: unknown;
   if (sourceAlive) {
-    await withQmp(config, source, async (qmp) => {
-      const info = (await qmp.execute('query-migrate')) as { status?: string };
-      if (info.status && !['completed', 'failed', 'cancelled', 'none'].includes(info.status)) {
-        await qmp.execute('migrate_cancel');
-        actions.push('cancelled the migration on the source');
-        await waitUntilSettled(qmp);
-      }
-    });
+    try {
+      await withQmp(config, source, async (qmp) => {
+        const info = (await qmp.execute('query-migrate')) as { status?: string };
+        if (info.status && !['completed', 'failed', 'cancelled', 'none'].includes(info.status)) {
+          await qmp.execute('migrate_cancel');
+          actions.push('cancelled the migration on the source');
+          await waitUntilSettled(qmp);
+        }
+      });
+    } catch (err) {
+      sourceUnreachable = err;
+    }
   }
 
   if (destinationAlive) {
@@ -185,6 +193,7 @@ export async function rollback(
       failureTypes.staleSource,
     );
   }
+  if (sourceUnreachable !== undefined) throw sourceUnreachable;
   const resumed = await withQmp(config, source, async (qmp) => {
     const state = await statusOf(qmp);
     if (state.running) return false;
