@@ -48,5 +48,10 @@ async function knownFeatures(config: HostConfig, label: string): Promise<BuildFe
 
 export async function probeTarget(config: HostConfig, input: { label: string }): Promise<TargetFacts> {
   const binary = allowedBinary(config, input.label);
-  return probeBinary(binary, path.join(config.runtimeDir, 'cache'), config.limits.launchTimeoutMs);
+  try {
+    return await probeBinary(binary, path.join(config.runtimeDir, 'cache'), config.limits.launchTimeoutMs);
+  } catch (err) {
+    // The probe's own errors name a temporary socket; say which build could not be probed.
+    throw new Error(`probing QEMU ${input.label} (${binary.path}) failed: ${(err as Error).message}`);
+  }
 }
