@@ -81,6 +81,13 @@ const handledFailures = Object.values(failureTypes);
 export const patches = {
   /** Inspect and probe run together (they were sequential). */
   inspectAndProbeTogether: 'inspect-and-probe-together',
+  /** A failed inspect, probe or finalize ends in a result that says so, not in a failed workflow. */
+  failuresEndInAResult: 'failures-end-in-a-result',
+  /**
+   * A destination that fails verification: if it is gone, the rollback decides (it never resumes a stale
+   * source); if it lives, it becomes the VM's process (finalize) before the VM migrates back from it.
+   */
+  verifyFailureByCause: 'verify-failure-by-cause',
 } as const;
 
 function hostActivities(hostId: string, startToCloseMs: number, heartbeatMs?: number) {
@@ -113,6 +120,16 @@ function isRefusal(err: unknown): boolean {
     if (e instanceof ApplicationFailure && (e.type === failureTypes.vmNotFound || e.type === failureTypes.notAllowed)) {
       return true;
     }
+    e = 'cause' in e ? e.cause : undefined;
+  }
+  return false;
+}
+
+/** Whether a failure says a QEMU process the step needed is gone. */
+function isProcessLost(err: unknown): boolean {
+  let e: unknown = err;
+  while (e instanceof Error) {
+    if (e instanceof ApplicationFailure && e.type === failureTypes.processLost) return true;
     e = 'cause' in e ? e.cause : undefined;
   }
   return false;
@@ -179,6 +196,8 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     }
   } catch (err) {
     if (isRefusal(err)) return finish('refused', reasonOf(err));
+    // Nothing was touched; the source runs as before, unless the failure says it is gone.
+    if (patched(patches.failuresEndInAResult)) return finish('failed', reasonOf(err));
     throw err;
   }
   result.from = { label: source.process.label, version: source.qemuVersion };
@@ -241,10 +260,21 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     enter('verify');
     await host.verify({ vmId, destination, expectVersion: target.qemuVersion });
   } catch (err) {
+    if (patched(patches.verifyFailureByCause)) {
+      if (isProcessLost(err)) return await rollBack(err);
+      return await migrateBack(err, true);
+    }
     return await migrateBack(err);
   }
   enter('finalize');
-  await host.finalize(step);
+  try {
+    await host.finalize(step);
+  } catch (err) {
+    if (!patched(patches.failuresEndInAResult)) throw err;
+    // The destination ran and is gone before it became the VM's process: the rollback decides.
+    if (isProcessLost(err)) return await rollBack(err);
+    return finish('failed', reasonOf(err));
+  }
   return finish('upgraded');
 
   async function rollBack(err: unknown): Promise<UpgradeVmResult> {
@@ -262,12 +292,18 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     return finish('rolled-back', reasonOf(err));
   }
 
-  async function migrateBack(err: unknown): Promise<UpgradeVmResult> {
+  /**
+   * The destination ran the guest but failed verification: move the VM back to the old build. The source's
+   * state is stale by then, so with `commitFirst` the destination first becomes the VM's process (the record
+   * names it, the old source quits): a migration back starts from the process the record names.
+   */
+  async function migrateBack(err: unknown, commitFirst = false): Promise<UpgradeVmResult> {
     enter('migrate-back');
     const back: ProcessRef = { generation: destination.generation + 1, label: source.process.label };
     const reverse = { vmId, source: destination, destination: back };
     try {
       await CancellationScope.nonCancellable(async () => {
+        if (commitFirst) await host.finalize(step);
         await host.startDestination({ ...reverse, plan });
         await migrator.migrate({ ...reverse, plan, policy, ramMiB: source.ramMiB });
         await host.finalize(reverse);
