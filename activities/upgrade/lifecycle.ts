@@ -193,7 +193,12 @@ export async function rollback(
       failureTypes.staleSource,
     );
   }
-  if (sourceUnreachable !== undefined) throw sourceUnreachable;
+  if (sourceUnreachable !== undefined) {
+    // Retryable: the monitor may come back. Until then nobody can tell whether the guest runs there.
+    throw new Error(
+      `the source QEMU (pid ${source?.pid}) does not answer its monitor, so the VM may not be running: ${(sourceUnreachable as Error).message}`,
+    );
+  }
   const resumed = await withQmp(config, source, async (qmp) => {
     const state = await statusOf(qmp);
     if (state.running) return false;
