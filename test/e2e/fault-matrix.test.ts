@@ -1,0 +1,507 @@
+// The fault matrix of issue 6: every step of upgradeVm × the faults that can hit it, on the QEMU simulator
+// through a real dev server and real host workers. Each case is one row of the table below; each asserts
+// the invariants of DESIGN.md (fault-matrix-support.ts: checkInvariants) and the outcome the saga must
+// report. The run writes docs/RELIABILITY.md. Cases run a few at a time: most of their time is spent
+// waiting (timeouts, retry back-off), not computing.
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { projectRoot } from '../../infra/real-parts';
+import { startHarness, type Harness } from '../helpers/temporal-harness';
+import { makeTmpDir, type TmpDir } from '../helpers/tmp';
+import {
+  killSimulatorsUnder,
+  prepareMatrix,
+  reliabilityDoc,
+  runCase,
+  type MatrixCase,
+  type MatrixEnv,
+  type NotProduced,
+  type RealFaultTest,
+  type Row,
+} from './fault-matrix-support';
+
+jest.setTimeout(300_000);
+
+const stall = { progressTimeoutSec: 2 };
+
+export const cases: MatrixCase[] = [
+  // inspect: the source's monitor answers the saga's first questions.
+  {
+    id: 'inspect-source-crash',
+    phase: 'inspect',
+    fault: 'source crash',
+    how: 'source qmp:crash (its first command)',
+    plan: { source: ['qmp:crash'] },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /not running/ },
+  },
+  {
+    id: 'inspect-hang',
+    slow: true,
+    phase: 'inspect',
+    fault: 'QMP hang',
+    how: 'source qmp:hang',
+    plan: { source: ['qmp:hang'] },
+    expect: { outcome: 'failed', runs: 'source', reason: /no answer/ },
+  },
+  {
+    id: 'inspect-error',
+    phase: 'inspect',
+    fault: 'error reply',
+    how: 'source qmp:error (once); the retry asks again',
+    plan: { source: ['qmp:error'] },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  // probe: the target binary, started alone with -machine none.
+  {
+    id: 'probe-crash-once',
+    phase: 'probe',
+    fault: 'target binary crash',
+    how: 'probe process qmp:crash, first probe only',
+    plan: { probe: { faults: ['qmp:crash'], once: true } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'probe-crash-always',
+    slow: true,
+    phase: 'probe',
+    fault: 'target binary crash',
+    how: 'probe process qmp:crash, every probe',
+    plan: { probe: { faults: ['qmp:crash'] } },
+    expect: { outcome: 'failed', runs: 'source', reason: /probing QEMU new/ },
+  },
+  {
+    id: 'probe-hang',
+    phase: 'probe',
+    fault: 'QMP hang',
+    how: 'probe process qmp:hang, first probe only',
+    plan: { probe: { faults: ['qmp:hang'], once: true } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'probe-error',
+    phase: 'probe',
+    fault: 'error reply',
+    how: 'probe process qmp:error, first probe only',
+    plan: { probe: { faults: ['qmp:error'], once: true } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  // start destination
+  {
+    id: 'start-destination-crash-once',
+    phase: 'start destination',
+    fault: 'destination crash',
+    how: 'destination qmp:crash (its readiness check), first launch only',
+    plan: { destination: { faults: ['qmp:crash'], once: true } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'start-destination-crash-always',
+    slow: true,
+    phase: 'start destination',
+    fault: 'destination crash',
+    how: 'destination qmp:crash, every launch',
+    plan: { destination: { faults: ['qmp:crash'] } },
+    expect: { outcome: 'rolled-back', runs: 'source', reason: /exited before it was ready/ },
+  },
+  {
+    id: 'start-destination-hang',
+    phase: 'start destination',
+    fault: 'QMP hang',
+    how: 'destination qmp:hang, first launch only',
+    plan: { destination: { faults: ['qmp:hang'], once: true } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'start-destination-error',
+    phase: 'start destination',
+    fault: 'error reply',
+    how: 'destination qmp:error (first launch)',
+    plan: { destination: { faults: ['qmp:error'], once: true } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'start-destination-source-crash',
+    phase: 'start destination',
+    fault: 'source crash',
+    how: 'the source crashes as the destination is launched',
+    plan: { atDestinationLaunch: { fault: 'qmp:crash', now: true } },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /not running/ },
+  },
+  // configure / migrate setup
+  {
+    id: 'configure-source-error',
+    phase: 'configure / migrate setup',
+    fault: 'error reply',
+    how: 'source qmp:error on the migrate step’s first command',
+    plan: { atDestinationLaunch: { fault: 'qmp:error' } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'setup-source-crash',
+    phase: 'configure / migrate setup',
+    fault: 'source crash',
+    how: 'source setup:crash',
+    plan: { source: ['setup:crash'] },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /not running/ },
+  },
+  {
+    id: 'setup-source-error',
+    phase: 'configure / migrate setup',
+    fault: 'error reply',
+    how: 'source setup:error (migration fails in setup)',
+    plan: { source: ['setup:error'] },
+    expect: { outcome: 'rolled-back', runs: 'source', reason: /migration failed/ },
+  },
+  {
+    id: 'incoming-destination-crash',
+    phase: 'configure / migrate setup',
+    fault: 'destination crash',
+    how: 'destination incoming:crash (as the stream arrives)',
+    plan: { destination: { faults: ['incoming:crash'] } },
+    expect: { outcome: 'rolled-back', runs: 'source' },
+  },
+  {
+    id: 'incoming-destination-hang',
+    phase: 'configure / migrate setup',
+    fault: 'QMP hang',
+    how: 'destination incoming:hang; progress timeout 2 s',
+    plan: { destination: { faults: ['incoming:hang'] } },
+    policy: stall,
+    expect: { outcome: 'rolled-back', runs: 'source', reason: /no progress/ },
+  },
+  {
+    id: 'incoming-destination-error',
+    phase: 'configure / migrate setup',
+    fault: 'error reply',
+    how: 'destination incoming:error (its load fails, it exits)',
+    plan: { destination: { faults: ['incoming:error'] } },
+    expect: { outcome: 'rolled-back', runs: 'source' },
+  },
+  // migrate active
+  {
+    id: 'active-source-crash',
+    phase: 'migrate active',
+    fault: 'source crash',
+    how: 'source active:crash',
+    plan: { source: ['active:crash'] },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /not running/ },
+  },
+  {
+    id: 'active-destination-crash',
+    phase: 'migrate active',
+    fault: 'destination crash',
+    how: 'SIGKILL of the destination once the ledger shows the migration active',
+    plan: { sourceRamRateMbps: 200 },
+    during: 'kill the destination once the migration is active',
+    expect: { outcome: 'rolled-back', runs: 'source' },
+  },
+  {
+    id: 'active-source-hang',
+    slow: true,
+    phase: 'migrate active',
+    fault: 'QMP hang',
+    how: 'source active:hang (its monitor stops answering mid-migration)',
+    plan: { source: ['active:hang'] },
+    expect: { outcome: 'failed', runs: 'source', reason: /rollback failed: .*may not be running/ },
+  },
+  {
+    id: 'active-source-error',
+    phase: 'migrate active',
+    fault: 'error reply',
+    how: 'source active:error',
+    plan: { source: ['active:error'] },
+    expect: { outcome: 'rolled-back', runs: 'source', reason: /migration failed/ },
+  },
+  {
+    id: 'active-stall',
+    phase: 'migrate active',
+    fault: 'no progress',
+    how: 'source active:slow (no byte moves); progress timeout 2 s',
+    plan: { source: ['active:slow'] },
+    policy: stall,
+    expect: { outcome: 'rolled-back', runs: 'source', reason: /no progress for 2 s/ },
+  },
+  {
+    id: 'active-host-worker-killed',
+    slow: true,
+    phase: 'migrate active',
+    fault: 'host worker killed',
+    how: 'SIGKILL of the host worker process once the migration is active; a new one started',
+    plan: { sourceRamRateMbps: 100 },
+    during: 'kill the host worker once the migration is active, restart it',
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  // device / switchover
+  {
+    id: 'device-source-crash',
+    phase: 'device / switchover',
+    fault: 'source crash',
+    how: 'source device:crash (guest stopped, state not sent)',
+    plan: { source: ['device:crash'] },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /not running/ },
+  },
+  {
+    id: 'device-source-hang',
+    slow: true,
+    phase: 'device / switchover',
+    fault: 'QMP hang',
+    how: 'source device:hang (guest stopped, monitor silent); the rollback kills the destination, so the source’s migration fails and it restarts its guest',
+    plan: { source: ['device:hang'] },
+    expect: { outcome: 'failed', runs: 'source', reason: /may not be running/ },
+  },
+  {
+    id: 'device-source-error',
+    phase: 'device / switchover',
+    fault: 'error reply',
+    how: 'source device:error (fails after the guest stopped)',
+    plan: { source: ['device:error'] },
+    expect: { outcome: 'rolled-back', runs: 'source', reason: /migration failed/ },
+  },
+  {
+    id: 'cont-destination-crash',
+    phase: 'device / switchover',
+    fault: 'destination crash',
+    how: 'destination cont:crash (dies on the switchover’s cont)',
+    plan: { destination: { faults: ['cont:crash'] } },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /left paused/ },
+  },
+  {
+    id: 'cont-destination-error',
+    phase: 'device / switchover',
+    fault: 'error reply',
+    how: 'destination cont:error (once); the retry finds it completed and paused',
+    plan: { destination: { faults: ['cont:error'] } },
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'cont-destination-hang',
+    slow: true,
+    phase: 'device / switchover',
+    fault: 'QMP hang',
+    how: 'destination cont:hang',
+    plan: { destination: { faults: ['cont:hang'] } },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /left paused/ },
+  },
+  // verify
+  {
+    id: 'verify-fails',
+    phase: 'verify',
+    fault: 'verification fails',
+    how: 'the destination reports another version than its probe (verification fails)',
+    plan: { destinationVersion: '10.1.51' },
+    expect: { outcome: 'rolled-back', runs: 'migrated-back', reason: /migrated back/ },
+  },
+  {
+    id: 'verify-destination-hang',
+    slow: true,
+    phase: 'verify',
+    fault: 'QMP hang',
+    how: 'SIGSTOP of the destination once the ledger shows it running',
+    plan: {},
+    during: 'freeze the destination once it runs',
+    expect: { outcome: 'failed', runs: 'destination', reason: /migrating back failed/ },
+  },
+  // finalize: the old source is stale once the destination ran; losing it must not matter.
+  {
+    id: 'finalize-source-crash',
+    phase: 'finalize',
+    fault: 'source crash',
+    how: 'SIGKILL of the source once the ledger shows the destination running',
+    plan: {},
+    during: 'kill the source once the destination runs',
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'finalize-source-hang',
+    phase: 'finalize',
+    fault: 'QMP hang',
+    how: 'SIGSTOP of the source once the ledger shows the destination running',
+    plan: {},
+    during: 'freeze the source once the destination runs',
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  // rollback itself: every start of the destination fails; as the last one is launched, the source gets a
+  // qmp fault, which fires on the rollback's first command.
+  {
+    id: 'rollback-source-crash',
+    slow: true,
+    phase: 'rollback',
+    fault: 'source crash',
+    how: 'destination crashes at every launch; source qmp:crash armed at the 5th (last) launch',
+    plan: { destination: { faults: ['qmp:crash'] }, atDestinationLaunch: { fault: 'qmp:crash', launch: 5 } },
+    expect: { outcome: 'failed', runs: 'nowhere', reason: /not running/ },
+  },
+  {
+    id: 'rollback-source-error',
+    slow: true,
+    phase: 'rollback',
+    fault: 'error reply',
+    how: 'destination crashes at every launch; source qmp:error armed at the 5th (last) launch',
+    plan: { destination: { faults: ['qmp:crash'] }, atDestinationLaunch: { fault: 'qmp:error', launch: 5 } },
+    expect: { outcome: 'rolled-back', runs: 'source' },
+  },
+  {
+    id: 'rollback-source-hang',
+    slow: true,
+    phase: 'rollback',
+    fault: 'QMP hang',
+    how: 'destination crashes at every launch; source qmp:hang armed at the 5th (last) launch',
+    plan: { destination: { faults: ['qmp:crash'] }, atDestinationLaunch: { fault: 'qmp:hang', launch: 5 } },
+    expect: { outcome: 'failed', runs: 'source', reason: /rollback failed: .*may not be running/ },
+  },
+];
+
+const notProduced: NotProduced[] = [
+  {
+    phase: 'inspect',
+    fault: 'destination crash',
+    why: 'there is no destination yet (nor in probe); the source crash and hang rows cover inspect',
+  },
+  {
+    phase: 'verify',
+    fault: 'destination crash',
+    why: 'a kill after the switchover lands, by timing, in the migrate step’s tail, verify or finalize; the deterministic form is the destination cont:crash row, whose verify meets the dead destination (ProcessLost → rollback → the stale source is left paused)',
+  },
+  {
+    phase: 'verify',
+    fault: 'error reply',
+    why: 'the simulator’s qmp fault fires on the next command, and from its launch to verify the destination’s monitor is held by one activity after another; arming it later would mean connecting while an activity may hold the monitor. The verification-fails row covers the failing verify',
+  },
+  {
+    phase: 'finalize',
+    fault: 'destination crash',
+    why: 'no point to hook between verify and the record’s rewrite; after the rewrite it is a crash of an upgraded VM, not of the saga. The saga handles ProcessLost from finalize like a lost destination (rollback)',
+  },
+  {
+    phase: 'finalize',
+    fault: 'error reply',
+    why: 'finalize’s only command is the old source’s quit, whose failure is ignored by design (the process is then killed); its monitor is held by the migrate step until then',
+  },
+  {
+    phase: 'start destination … finalize',
+    fault: 'host worker killed',
+    why: 'only migrate heartbeats (15 s); every other activity is retried after a lost worker only when its 120 s start-to-close timeout expires — two minutes a case. The migrate row shows the retry reconciling',
+  },
+  {
+    phase: 'any',
+    fault: 'orchestrator worker killed, dev server restarted',
+    why: 'the cases share one dev server and orchestrator worker while several run at once; a restart belongs in a test of its own',
+  },
+  {
+    phase: 'any',
+    fault: 'QMP disconnect (the monitor drops, the process lives)',
+    why: 'the simulator has no such fault; the crash rows exercise the disconnect path (QmpDisconnectedError) on every step',
+  },
+  {
+    phase: 'configure / migrate setup',
+    fault: 'QMP hang (source)',
+    why: 'a source qmp:hang armed at the destination’s launch hangs the migrate step’s first command: the same path as the migrate active × QMP hang row (source active:hang), left out for time',
+  },
+];
+
+/** Bugs the matrix found in the saga, each fixed in its own commit. */
+const findings = [
+  'A destination that died or hung on the switchover’s `cont` left an unhandled promise rejection behind, which ends the host worker’s process (destination cont:crash, cont:hang).',
+  'Migrating back after a failed verification never worked: the record still named the old source, so the start of the way back was refused, and the VM was left running in a process no record named (verification fails).',
+  'The way back then waited forever: a process that *received* a migration also reports `completed`, and was taken for a source whose migration an earlier attempt had started; the completion deadline did not apply once the source said `completed`.',
+  'A failed inspect, probe or finalize made the workflow fail instead of returning a result (source crash or hang at inspect, target binary crashing at every probe).',
+  'A destination that crashed after the switchover went to the migration back, which could not start from a dead process, and the result blamed “another upgrade”; it now goes to the rollback, which leaves the stale source paused and says so.',
+  'A source whose monitor hangs kept the rollback from killing the destination, which never ran the guest: the VM was left with two processes (source active:hang).',
+  'Reasons that named a temporary socket or the wrong process: a crashed probe now names the build; a crashed source is reported as the source even when its destination died with it.',
+];
+
+const realTests: RealFaultTest[] = [
+  {
+    title: 'the destination crashes mid-migration: rolled back, the source keeps running',
+    phase: 'migrate active',
+    fault: 'destination crash (SIGKILL)',
+    expected: 'rolled-back; the source runs, the counter keeps rising',
+  },
+  {
+    title: 'progress stalls (destination frozen): cancelled after the progress timeout, rolled back',
+    phase: 'migrate active',
+    fault: 'destination hang (SIGSTOP)',
+    expected: 'rolled-back, "no progress for 2 s"; the destination killed; the source runs',
+  },
+  {
+    title: 'the host worker is killed mid-migration and restarted: the retry continues, the VM is upgraded',
+    phase: 'migrate active',
+    fault: 'host worker killed (SIGKILL) and restarted',
+    expected: 'upgraded, the migration reconciled; one QEMU left, the counter keeps rising',
+  },
+];
+
+const concurrency = Number(process.env.FAULT_MATRIX_CONCURRENCY ?? 5);
+const rows = new Map<string, Row>();
+let tmp: TmpDir | undefined;
+let envPromise: Promise<MatrixEnv> | undefined;
+let firstStart = 0;
+
+/** Concurrent tests start before beforeAll hooks run (Jest 29), so the harness starts on first use. */
+function matrixEnv(): Promise<MatrixEnv> {
+  envPromise ??= (async () => {
+    tmp = makeTmpDir('fm');
+    const harness: Harness = await startHarness();
+    return prepareMatrix(tmp.path, harness);
+  })();
+  return envPromise;
+}
+
+let slots = concurrency;
+const queue: (() => void)[] = [];
+async function slot<T>(fn: () => Promise<T>): Promise<T> {
+  if (slots > 0) slots--;
+  else await new Promise<void>((r) => queue.push(r));
+  try {
+    return await fn();
+  } finally {
+    const next = queue.shift();
+    if (next) next();
+    else slots++;
+  }
+}
+
+afterAll(async () => {
+  if (!envPromise) return;
+  const env = await envPromise;
+  await env.harness.stop();
+  if (tmp) killSimulatorsUnder(tmp.path);
+  tmp?.cleanup();
+  if (process.env.FAULT_MATRIX_DUMP) {
+    writeFileSync(
+      process.env.FAULT_MATRIX_DUMP,
+      JSON.stringify([...rows.values()], (_k, v) => (v instanceof RegExp ? String(v) : v), 2),
+    );
+  }
+  if (rows.size === cases.length) {
+    const ordered = cases.map((c) => rows.get(c.id)!);
+    writeFileSync(
+      path.join(projectRoot, 'docs', 'RELIABILITY.md'),
+      reliabilityDoc({
+        rows: ordered,
+        notProduced,
+        findings,
+        realTests,
+        wallMs: Date.now() - firstStart,
+        concurrency,
+      }),
+    );
+  }
+});
+
+describe('fault matrix: upgradeVm on the simulator', () => {
+  const byCost = cases.map((c, i) => [`${c.phase} × ${c.fault}: ${c.how}`, c, i + 1] as const);
+  byCost.sort((a, b) => Number(!!b[1].slow) - Number(!!a[1].slow));
+  test.concurrent.each(byCost)('%s', async (_title, c, n) => {
+    const env = await matrixEnv();
+    firstStart ||= Date.now();
+    const o = await slot(() => runCase(env, n, c));
+    const passed = o.outcome === c.expect.outcome && o.runs === c.expect.runs && o.violations.length === 0;
+    rows.set(c.id, { c, o, passed });
+    expect({ outcome: o.outcome, runs: o.runs, violations: o.violations }).toEqual({
+      outcome: c.expect.outcome,
+      runs: c.expect.runs,
+      violations: [],
+    });
+  });
+});
