@@ -4,17 +4,20 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from '../real-parts';
+import { fleetBenchmarksMarkdown, fleetSummaryRows, runFleetBench, type FleetFigures } from './fleet';
 import { runRealQemuBench, type RealQemuFigures } from './real-qemu';
 
 interface Options {
   json: boolean;
   runs: number;
+  fleet: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { json: false, runs: 5 };
+  const o: Options = { json: false, runs: 5, fleet: true };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--json') o.json = true;
+    else if (argv[i] === '--no-fleet') o.fleet = false;
     else if (argv[i] === '--runs') o.runs = Number(argv[++i]);
     else throw new Error(`bench: unknown option ${argv[i]}`);
   }
@@ -75,7 +78,16 @@ async function main(): Promise<void> {
   };
   say('real QEMU: saga vs raw QMP, alternated');
   const real = await runRealQemuBench(o.runs, say);
-  writeFileSync(path.join(projectRoot, 'docs', 'BENCHMARKS.md'), benchmarksMarkdown(real, new Date()));
+  let fleet: FleetFigures[] = [];
+  if (o.fleet) {
+    say('fleet: simulated hosts × VMs through the dev server, at three sizes');
+    fleet = await runFleetBench({ say });
+  }
+  writeFileSync(
+    path.join(projectRoot, 'docs', 'BENCHMARKS.md'),
+    `${benchmarksMarkdown(real, new Date())}${fleet.length ? `\n${fleetBenchmarksMarkdown(fleet)}` : ''}`,
+  );
+  const largest = fleet[fleet.length - 1];
   const summary = {
     realQemu: {
       overheadRatio: real.overheadRatio,
@@ -85,10 +97,29 @@ async function main(): Promise<void> {
       sagaWallMsP50: real.sagaWallMsP50,
       rawWallMsP50: real.rawWallMsP50,
     },
+    ...(largest
+      ? {
+          fleet: {
+            vmsPerSecond: largest.upgradesPerSec,
+            eventsPerVm: largest.historyEventsPerVm.p50,
+            hostWorkerRssMb: Math.max(...Object.values(largest.hostWorkerPeakRssMiB)),
+            orchestratorRssMb: largest.orchestratorPeakRssMiB,
+            sizes: fleet.map((f) => ({
+              hosts: f.hosts,
+              vmsPerHost: f.vmsPerHost,
+              vmsPerSecond: f.upgradesPerSec,
+              eventsPerVm: f.historyEventsPerVm.p50,
+              hostWorkerRssMb: Math.max(...Object.values(f.hostWorkerPeakRssMiB)),
+              orchestratorRssMb: f.orchestratorPeakRssMiB,
+            })),
+          },
+        }
+      : {}),
   };
   if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   else {
     console.table(summary.realQemu);
+    if (fleet.length) console.table(fleetSummaryRows(fleet));
     process.stdout.write('figures written to docs/BENCHMARKS.md\n');
   }
 }
