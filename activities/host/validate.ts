@@ -2,7 +2,7 @@
 // ConfigError whose message is one line naming the field path, and YAML parsing that keeps map keys as
 // written (so a version label `7.20` stays "7.20", not the number 7.2) and rejects duplicate keys.
 import path from 'node:path';
-import { isMap, isScalar, parseDocument, visit } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, visit } from 'yaml';
 import { z } from 'zod';
 
 /** Host ids and VM ids: used in file names, task queue names and QEMU `-name`. */
@@ -67,9 +67,21 @@ export function validate<S extends z.ZodType>(schema: S, data: unknown, source?:
 
 /** Parses YAML text into plain data; map keys stay as written; duplicate keys and syntax errors throw. */
 export function parseYamlText(text: string, source?: string): unknown {
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, lineCounter: lines });
   const err = doc.errors[0];
-  if (err) throw new ConfigError('', `invalid YAML: ${err.message.split('\n')[0]}`, source);
+  if (err) {
+    // Where it is, and for a duplicate key which one: the parser's own message names neither.
+    const at = lines.linePos(err.pos[0]);
+    const keyAt = text
+      .slice(err.pos[0])
+      .split('\n')[0]!
+      .replace(/:(\s.*)?$/, '')
+      .trim();
+    const key = err.code === 'DUPLICATE_KEY' && keyAt ? `${keyAt}, ` : '';
+    const where = ` (${key}line ${at.line}, column ${at.col})`;
+    throw new ConfigError('', `invalid YAML: ${err.message.split('\n')[0]}${where}`, source);
+  }
   let dup: string | undefined;
   visit(doc, {
     Map(_, map) {
