@@ -50,6 +50,10 @@ function issueMessage(issue: z.core.$ZodIssue): { field: string; detail: string 
       detail: `unknown field${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`,
     };
   }
+  if (issue.code === 'invalid_key' && issue.issues[0]) {
+    // A map key (a version label under `binaries`) that fails its own rule: say the rule, not "Invalid key".
+    return { field: segs.join('.'), detail: `invalid key: ${issue.issues[0].message}` };
+  }
   if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) {
     return { field: segs.join('.'), detail: 'is required' };
   }
