@@ -14,9 +14,9 @@
 //
 // Setup choices (each an option): the dev server's SQLite file lives on tmpfs (/dev/shm) when there is
 // one, as its default in-memory mode would (on disk, fsyncs cost a third of the throughput here); host
-// workers alternate between Node's defaults and a tuned variant, `--max-semi-space-size=1` (young
-// generation capped at 1 MiB semispaces; the default grows to 16) with `MALLOC_ARENA_MAX=2` (glibc keeps
-// fewer per-thread heaps for the core SDK's threads), so each run compares both under the same load.
+// workers alternate between Node's defaults and a tuned variant (tunedHostVariant: V8's young generation
+// capped, its old generation's growth bounded, fewer glibc heaps), so each run compares both under the
+// same load.
 //
 // Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250]
 // [--concurrency N] [--markdown]`; infra/bench/main.ts calls runFleetBench (and fleetBenchmarksMarkdown).
@@ -50,8 +50,8 @@ export interface FleetBenchOptions {
   /** The simulator's RAM transfer rate. Default 8000 Mbit/s. */
   ramRateMbps?: number;
   /**
-   * How host worker h runs: `hostVariants[h % length]`. Default: Node's defaults, and the tuned variant
-   * `--max-semi-space-size=1` with `MALLOC_ARENA_MAX=2` (so every run compares both under the same load).
+   * How host worker h runs: `hostVariants[h % length]`. Default: Node's defaults, and tunedHostVariant
+   * (so every run compares both under the same load).
    */
   hostVariants?: HostVariant[];
   /** Node flags of every worker process, e.g. `--cpu-prof --cpu-prof-dir=DIR` (env FLEET_BENCH_NODE_ARGS). */
@@ -77,7 +77,15 @@ export function variantName(v: HostVariant): string {
   return parts.length ? parts.join(' ') : 'defaults';
 }
 
-export const tunedHostVariant: HostVariant = { nodeArgs: ['--max-semi-space-size=1'], env: { MALLOC_ARENA_MAX: '2' } };
+/**
+ * Host workers with many in-process VMs: young generation capped at 1 MiB semispaces (Node grows them to 16
+ * under load), the old generation's growth bounded (an idle in-process VM holds about 16 KiB of heap, so 96
+ * MiB serves thousands; raise it beyond), fewer glibc per-thread heaps for the core SDK's threads.
+ */
+export const tunedHostVariant: HostVariant = {
+  nodeArgs: ['--max-semi-space-size=1', '--max-old-space-size=96'],
+  env: { MALLOC_ARENA_MAX: '2' },
+};
 
 export interface Distribution {
   n: number;
@@ -97,6 +105,8 @@ export interface HostWorkerFigures {
   endRssMiB: number;
   /** CPU seconds while the upgrades ran. */
   cpuSec: number;
+  /** VmRSS sampled every 5 s while the upgrades ran, MiB (a leak climbs, a steady state levels off). */
+  rssMiBOverTime: number[];
 }
 
 export interface FleetFigures {
@@ -439,6 +449,17 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     const started = Date.now();
     let done = 0;
     const ticker = setInterval(() => say(`  ${done}/${vms.length} upgraded`), 15_000);
+    const rssOverTime: number[][] = hostWorkers.map(() => []);
+    const sampleRss = () =>
+      hostWorkers.forEach((w, i) => {
+        try {
+          rssOverTime[i]!.push(procStatusMiB(w.child.pid!, 'VmRSS'));
+        } catch {
+          /* exited */
+        }
+      });
+    sampleRss();
+    const sampler = setInterval(sampleRss, 5_000);
     let results: UpgradeVmResult[];
     try {
       results = await pool(vms, o.concurrency, async ({ hostId, vmId }) => {
@@ -452,7 +473,9 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       });
     } finally {
       clearInterval(ticker);
+      clearInterval(sampler);
     }
+    sampleRss();
     const wallSec = (Date.now() - started) / 1000;
     const cpuAfter = cpuNow();
     const machineAfter = machineCpuSec();
@@ -471,6 +494,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       peakRssMiB: procStatusMiB(hostWorkers[i]!.child.pid!, 'VmHWM'),
       endRssMiB: procStatusMiB(hostWorkers[i]!.child.pid!, 'VmRSS'),
       cpuSec: round1(hostCpu[i]!),
+      rssMiBOverTime: rssOverTime[i]!,
     }));
     const orchestratorPeakRssMiB = procStatusMiB(orchestrator.child.pid!, 'VmHWM');
     const orchestratorEndRssMiB = procStatusMiB(orchestrator.child.pid!, 'VmRSS');
@@ -692,7 +716,7 @@ Workflow tasks: ${fmt(big.workflowTasks.perVm, 1)} per VM, dispatch p50 ${fmt(bi
 
 CPU while the upgrades ran: ${fmt(big.cpuSec.total, 1)} s over ${fmt(big.wallSec, 1)} s on ${big.cores} cores; the machine's cores were ${big.machine.busyPct} % busy, ${big.machine.benchPct} % with the bench's processes — dev server ${share(big.cpuSec.devServer)}, host workers ${share(big.cpuSec.hostWorkers)}, orchestrator ${share(big.cpuSec.orchestrator)}, client ${share(big.cpuSec.client)}.
 ${rateText(figures, big, ceiling, upserts)}
-Host worker peak RSS (highest of all sizes) — ${rssByVariant}. Node's default young generation (semispaces grown to 16 MiB under load) and glibc's per-thread heaps for the core SDK's threads are the difference; the in-process VMs themselves take about 30 KiB of resident memory each.
+Host worker peak RSS (highest of all sizes) — ${rssByVariant}. The difference is V8's heap sizing, not the VMs: Node lets the young generation grow to 16 MiB semispaces and the old generation grow to several times its live size between full collections (a host worker under steady load is never idle enough for V8's memory reducer), and glibc keeps a heap per thread of the core SDK; an in-process VM itself holds about 16 KiB of heap, 30 KiB resident.
 `;
 }
 
