@@ -1,14 +1,42 @@
 // The `fleet-upgrade` command line: a Temporal client and the entry of every worker.
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ZodError } from 'zod';
-import { describeFailure, ExitCode, PeerError } from './cli-errors';
+import { BadInputError, describeFailure, ExitCode, PeerError } from './cli-errors';
 import { Client } from '@temporalio/client';
+import { dialectNames } from '../activities/capabilities/dialects';
 import { runProbe } from './commands/probe';
 import { runHostWorker, runOrchestratorWorker } from './commands/run-worker';
 import { runDemo } from './commands/demo';
 import { hostInit } from './commands/host-init';
 import { checkIds, vmLaunch, vmRetry, vmStatus, vmUpgrade } from './commands/vm';
 import { connectClient, settingsFromEnv, type TemporalSettings } from './temporal-connection';
+import { registerFleetCommands } from './commands/rollout';
+import { startWorkerTelemetry } from '../activities/fleet/telemetry';
+
+function portNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a TCP port (0-65535)');
+  return n;
+}
+
+interface DemoFlags {
+  qemu?: string;
+  hosts: number;
+  vmsPerHost?: number;
+  vms?: number;
+  dialect: string;
+  injectFailures: number;
+  failureBudget?: number;
+  keep?: boolean;
+  runtimeDir?: string;
+  json?: boolean;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number');
+  return n;
+}
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -46,14 +74,20 @@ export function buildProgram(): Command {
     program
       .command('host-worker')
       .description('run the activities of one hypervisor (task queue qemu-host.<hostId>)')
-      .requiredOption('--config <file>', 'the host config (YAML)'),
-  ).action(async (opts: TemporalFlags & { config: string }) => {
+      .requiredOption('--config <file>', 'the host config (YAML)')
+      .option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics)', portNumber),
+  ).action(async (opts: TemporalFlags & { config: string; metricsPort?: number }) => {
+    await startWorkerTelemetry(opts.metricsPort);
     await runHostWorker(opts.config, flagOverrides(opts));
   });
 
   temporalOptions(
-    program.command('orchestrator-worker').description('run the workflows (task queue fleet-upgrade)'),
-  ).action(async (opts: TemporalFlags) => {
+    program
+      .command('orchestrator-worker')
+      .description('run the workflows (task queue fleet-upgrade)')
+      .option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics)', portNumber),
+  ).action(async (opts: TemporalFlags & { metricsPort?: number }) => {
+    await startWorkerTelemetry(opts.metricsPort);
     await runOrchestratorWorker(settingsOf(opts));
   });
 
@@ -119,29 +153,45 @@ export function buildProgram(): Command {
 
   program
     .command('demo')
-    .description('the whole product on an embedded default: dev server, workers, real VMs, upgrades, a table')
-    .option('--hosts <n>', 'local hosts (a host worker each)', positiveInt, 1)
-    .option('--vms-per-host <n>', 'VMs on each host', positiveInt, 2)
-    .option('--keep', 'leave the upgraded VMs running with their records')
-    .option('--runtime-dir <dir>', 'where hosts keep records, sockets and logs (default: a temporary folder)')
+    .description('the whole product on an embedded default: dev server, workers, VMs, a rollout with progress, a table')
+    .option('--qemu <kind>', 'real (QEMU 7.2 → 10.0.2, the default when installed) or sim (the simulator)')
+    .option('--hosts <n>', 'local hosts, a host worker each', positiveInt, 2)
+    .option('--vms-per-host <n>', 'VMs on each host (default: 2 real, 10 sim)', positiveInt)
+    .option('--vms <n>', 'VMs in all, spread over the hosts', positiveInt)
+    .option('--dialect <name>', 'backend-transfer dialect of the simulator', 'local')
+    .option('--inject-failures <n>', 'make n migrations fail (sim), to show rollback and the budget', nonNegativeInt, 0)
+    .option('--failure-budget <n>', 'failed VMs before the rollout pauses itself', positiveInt)
+    .option('--keep', 'leave the upgraded VMs running with their records, and the dev server (real QEMU)')
+    .option('--runtime-dir <dir>', 'where the hosts keep records, sockets and logs (default: a temporary folder)')
     .option('--json', 'end with one JSON object')
-    .action(
-      async (opts: { hosts: number; vmsPerHost: number; keep?: boolean; runtimeDir?: string; json?: boolean }) => {
-        const say = (line: string) => process.stderr.write(`${line}\n`);
-        const { summary, ok } = await runDemo(
-          {
-            hosts: opts.hosts,
-            vmsPerHost: opts.vmsPerHost,
-            keep: opts.keep === true,
-            runtimeDir: opts.runtimeDir,
-            json: opts.json === true,
-          },
-          say,
-        );
-        process.stdout.write(`${opts.json ? JSON.stringify(summary) : `done: ${JSON.stringify(summary)}`}\n`);
-        process.exitCode = ok ? ExitCode.ok : ExitCode.failed;
-      },
-    );
+    .action(async (opts: DemoFlags) => {
+      if (opts.qemu !== undefined && opts.qemu !== 'real' && opts.qemu !== 'sim') {
+        throw new BadInputError(`--qemu: ${JSON.stringify(opts.qemu)} is not real or sim`);
+      }
+      if (!(dialectNames as readonly string[]).includes(opts.dialect)) {
+        throw new BadInputError(`--dialect: ${JSON.stringify(opts.dialect)} is not one of ${dialectNames.join(', ')}`);
+      }
+      const say = (line: string) => process.stderr.write(`${line}\n`);
+      const { summary, ok } = await runDemo(
+        {
+          ...(opts.qemu ? { qemu: opts.qemu as 'real' | 'sim' } : {}),
+          hosts: opts.hosts,
+          ...(opts.vmsPerHost ? { vmsPerHost: opts.vmsPerHost } : {}),
+          ...(opts.vms ? { vms: opts.vms } : {}),
+          dialect: opts.dialect,
+          injectFailures: opts.injectFailures,
+          ...(opts.failureBudget ? { failureBudget: opts.failureBudget } : {}),
+          keep: opts.keep === true,
+          ...(opts.runtimeDir ? { runtimeDir: opts.runtimeDir } : {}),
+          json: opts.json === true,
+        },
+        say,
+      );
+      process.stdout.write(`${opts.json ? JSON.stringify(summary) : `done: ${JSON.stringify(summary)}`}\n`);
+      process.exitCode = ok ? ExitCode.ok : ExitCode.failed;
+    });
+
+  registerFleetCommands(program);
 
   return program;
 }

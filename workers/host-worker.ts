@@ -3,6 +3,8 @@ import { Worker } from '@temporalio/worker';
 import { createHostActivities } from '../activities/upgrade';
 import { hostTaskQueue, temporalApiKey, type HostConfig } from '../activities/host/config';
 import { connectWorker, settingsFromEnv, type TemporalSettings } from './temporal-connection';
+import { withPresence } from '../activities/fleet/presence';
+import { hostTelemetry } from '../activities/fleet/telemetry';
 
 export function hostTemporalSettings(config: HostConfig, env: NodeJS.ProcessEnv = process.env): TemporalSettings {
   const apiKey = temporalApiKey(config, env);
@@ -16,7 +18,7 @@ export function hostTemporalSettings(config: HostConfig, env: NodeJS.ProcessEnv 
 
 export async function createHostWorker(config: HostConfig, settings = hostTemporalSettings(config)): Promise<Worker> {
   const connection = await connectWorker(settings);
-  return Worker.create({
+  const worker = await Worker.create({
     connection,
     namespace: settings.namespace,
     taskQueue: hostTaskQueue(config),
@@ -24,5 +26,8 @@ export async function createHostWorker(config: HostConfig, settings = hostTempor
     maxConcurrentActivityTaskExecutions: Math.max(8, config.limits.maxConcurrentMigrations * 6),
     // The worker's identity shows in the Web UI and in `fleet-upgrade hosts`.
     identity: `host-worker/${config.hostId}/${process.pid}`,
+    interceptors: { activity: [hostTelemetry(config.hostId)] }, // fleet: metrics and logs
   });
+  // fleet: also poll the shared queue `fleet-upgrade.hosts`, so `fleet-upgrade hosts` lists this worker.
+  return withPresence(worker, config, connection, settings.namespace, `host-worker/${config.hostId}/${process.pid}`);
 }

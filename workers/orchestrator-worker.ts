@@ -2,6 +2,8 @@
 import path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { connectWorker, type TemporalSettings } from './temporal-connection';
+import { createFleetActivities } from '../activities/fleet/task-queues';
+import { fleetSinks } from '../activities/fleet/telemetry';
 
 export const orchestratorTaskQueue = 'fleet-upgrade';
 
@@ -21,5 +23,8 @@ export async function createOrchestratorWorker(
     taskQueue: orchestratorTaskQueue,
     ...(bundle ? { workflowBundle: bundle } : { workflowsPath: workflowsPath() }),
     identity: `orchestrator/${process.pid}`,
+    // fleet: rollout preflight asks Temporal who polls each host queue; workflow metrics leave by sink.
+    activities: createFleetActivities(connection.workflowService, settings.namespace),
+    sinks: fleetSinks(),
   });
 }

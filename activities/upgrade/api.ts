@@ -5,6 +5,7 @@
 import type { DialectName } from '../capabilities/dialects';
 import type { MigrationPlan, SourceFacts, TargetFacts } from '../../workflows/decisions/plan';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
+import type { HostDescription, HostInventory } from './inventory';
 
 export interface ProcessRef {
   generation: number;
@@ -79,6 +80,9 @@ export interface HostActivities {
   verify(input: { vmId: string; destination: ProcessRef; expectVersion: string }): Promise<Verification>;
   finalize(input: { vmId: string; source: ProcessRef; destination: ProcessRef }): Promise<void>;
   rollback(input: { vmId: string; source: ProcessRef; destination: ProcessRef }): Promise<RollbackOutcome>;
+  // Fleet (activities/upgrade/inventory.ts): the host's VMs and allowed labels, for upgradeHost and preflight.
+  listVms(input: Record<string, never>): Promise<HostInventory>;
+  describeHost(input: Record<string, never>): Promise<HostDescription>;
 }
 
 export type { DialectName };

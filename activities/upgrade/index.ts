@@ -4,6 +4,7 @@ import type { HostConfig } from '../host/config';
 import type { HostActivities, MigrationProgress } from './api';
 import { startDestination } from './destination';
 import { inspectSource, probeTarget } from './inspect';
+import { describeHost, listVms } from './inventory';
 import { finalize, rollback, verify } from './lifecycle';
 import { migrate } from './migrate';
 
@@ -29,5 +30,7 @@ export function createHostActivities(config: HostConfig): HostActivities {
     verify: (input) => verify(config, input),
     finalize: (input) => finalize(config, input),
     rollback: (input) => rollback(config, input),
+    listVms: () => listVms(config),
+    describeHost: async () => describeHost(config),
   };
 }

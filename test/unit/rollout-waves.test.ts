@@ -30,6 +30,10 @@ describe('resolveWaves', () => {
     expect(w.map((x) => x.hosts)).toEqual([['h4'], ['h1', 'h2'], ['h3', 'h5']]);
   });
 
+  test('an empty `rest` wave is dropped (one host under canary-then-rest)', () => {
+    expect(resolveWaves(['h1'], [{ size: { count: 1 } }, { size: { rest: true } }])).toEqual([{ name: 'canary', hosts: ['h1'] }]);
+  });
+
   test('a percent of a small fleet is at least one host', () => {
     expect(resolveWaves(hosts(3), [{ size: { percent: 1 } }, { size: { rest: true } }])[0]!.hosts).toEqual(['h1']);
   });
@@ -49,7 +53,7 @@ describe('resolveWaves', () => {
       }
       return undefined;
     };
-    expect(at(() => resolveWaves(hosts(2), [{ size: { count: 2 } }, { size: { rest: true } }]))).toEqual([
+    expect(at(() => resolveWaves(hosts(2), [{ size: { count: 2 } }, { size: { count: 1 } }]))).toEqual([
       1,
       'no hosts left for this wave',
     ]);

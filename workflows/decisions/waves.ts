@@ -3,7 +3,7 @@
 // Waves run in order; the first is the canary. A wave's size is a count of hosts, a percent of all hosts
 // (rounded up, at least one), an explicit list of host ids, or `rest` (every host not yet in a wave). Count
 // and percent waves take hosts in plan order from those no explicit wave names. Every host must end up in
-// exactly one wave, and no wave may be empty.
+// exactly one wave, and no wave may be empty (but an empty `rest` wave is dropped).
 
 export type WaveSize = { count: number } | { percent: number } | { rest: true } | { hosts: string[] };
 
@@ -72,6 +72,8 @@ export function resolveWaves(hosts: string[], specs: WaveSpec[]): Wave[] {
       `waves cover ${hosts.length - (pool.length - taken)} of ${hosts.length} hosts; size the last wave \`rest\` to take the others`,
     );
   }
+  // A `rest` wave with nothing left is dropped (a one-host fleet under the default canary-then-rest).
+  if (restAt >= 0 && waves[restAt]!.hosts.length === 0) waves.splice(restAt, 1);
   const empty = waves.findIndex((w) => w.hosts.length === 0);
   if (empty >= 0) throw new WaveError(empty, 'no hosts left for this wave');
   const names = new Set<string>();
