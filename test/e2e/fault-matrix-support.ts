@@ -286,7 +286,7 @@ export function makeCaseHost(env: MatrixEnv, n: number, c: MatrixCase): CaseHost
     runtimeDir: rt,
     binaries: { old: { path: oldBin }, new: { path: newBin } },
     // Short enough that a hung monitor costs seconds, long enough for a loaded two-core machine.
-    limits: { qmpTimeoutMs: 1_500, launchTimeoutMs: 5_000, killGraceMs: 500 },
+    limits: { qmpTimeoutMs: 2_500, launchTimeoutMs: 8_000, killGraceMs: 500 },
   });
   const configFile = path.join(dir, 'host.yaml');
   writeFileSync(
@@ -624,7 +624,9 @@ export interface RealFaultTest {
   expected: string;
 }
 
-const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\s*\n\s*/g, ' ');
+/** Reasons may carry a QEMU log tail (command lines and all): the table keeps their start. */
+const brief = (s: string, max = 220) => (s.length > max ? `${s.slice(0, max)}…` : s);
 
 export function reliabilityDoc(o: {
   rows: Row[];
@@ -658,7 +660,7 @@ export function reliabilityDoc(o: {
   ];
   o.rows.forEach((r, i) => {
     const expected = `${r.c.expect.outcome}, runs on ${r.c.expect.runs}`;
-    const observed = `${r.o.outcome}, runs on ${r.o.runs}${r.o.reason ? `: ${r.o.reason}` : ''}${
+    const observed = `${r.o.outcome}, runs on ${r.o.runs}${r.o.reason ? `: ${brief(cell(r.o.reason))}` : ''}${
       r.o.violations.length ? ` — VIOLATED: ${r.o.violations.join('; ')}` : ''
     }`;
     out.push(
