@@ -475,17 +475,19 @@ afterAll(async () => {
   }
   if (rows.size === cases.length) {
     const ordered = cases.map((c) => rows.get(c.id)!);
-    writeFileSync(
-      path.join(projectRoot, 'docs', 'RELIABILITY.md'),
-      reliabilityDoc({
-        rows: ordered,
-        notProduced,
-        findings,
-        realTests,
-        wallMs: Date.now() - firstStart,
-        concurrency,
-      }),
-    );
+    const file = path.join(projectRoot, 'docs', 'RELIABILITY.md');
+    const text = reliabilityDoc({
+      rows: ordered,
+      notProduced,
+      findings,
+      realTests,
+      wallMs: Date.now() - firstStart,
+      concurrency,
+    });
+    // Formatted as the repository formats markdown (`prettier --check .`).
+    const prettier = await import('prettier');
+    const options = (await prettier.resolveConfig(file)) ?? {};
+    writeFileSync(file, await prettier.format(text, { ...options, filepath: file }));
   }
 });
 
