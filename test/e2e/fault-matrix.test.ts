@@ -3,6 +3,7 @@
 // the invariants of DESIGN.md (fault-matrix-support.ts: checkInvariants) and the outcome the saga must
 // report. The run writes docs/RELIABILITY.md. Cases run a few at a time: most of their time is spent
 // waiting (timeouts, retry back-off), not computing.
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { projectRoot } from '../../infra/real-parts';
@@ -484,10 +485,12 @@ afterAll(async () => {
       wallMs: Date.now() - firstStart,
       concurrency,
     });
-    // Formatted as the repository formats markdown (`prettier --check .`).
-    const prettier = await import('prettier');
-    const options = (await prettier.resolveConfig(file)) ?? {};
-    writeFileSync(file, await prettier.format(text, { ...options, filepath: file }));
+    writeFileSync(file, text);
+    // Formatted as the repository formats markdown (`prettier --check .`); prettier's API needs ES module
+    // support that Jest's sandbox lacks, so its CLI does it.
+    const prettier = path.join(projectRoot, 'node_modules', 'prettier', 'bin', 'prettier.cjs');
+    const r = spawnSync(process.execPath, [prettier, '--write', file], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`prettier --write ${file}: ${r.stderr}`);
   }
 });
 
