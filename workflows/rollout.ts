@@ -30,6 +30,8 @@ import type { FleetActivities } from '../activities/fleet/task-queues';
 
 /** As activities/fleet/task-queues.ts: a poll seen this recently counts as live (long polls last ~1 min). */
 const LIVE_POLLER_MS = 90_000;
+/** How long pause and abort wait for the running hosts to confirm the new gate. */
+const GATE_CONFIRM_MS = 30_000;
 import { budgetView, isFailure, type VmOutcome } from './decisions/budget';
 import type { RolloutPlan } from './decisions/rollout-plan';
 import { hostsToStart, needsApproval, waveFinished, type HostRunState } from './decisions/waves';
@@ -70,8 +72,9 @@ export interface HostEntry {
   reason?: string;
   /** Last report seq processed for the current attempt. */
   lastSeq: number;
-  /** Gate last sent to (or started with) the running host. */
-  gateSent?: Gate;
+  /** Gate change last sent to (or started with) the running host, and the last it confirmed. */
+  gateSeqSent?: number;
+  gateSeqAck: number;
   /** The next attempt works only on these VMs (a retry); null or absent: all. */
   only?: string[] | null;
   /** Failed VMs asked to retry while the host was running: its next attempt takes them. */
@@ -105,6 +108,8 @@ export interface RolloutCarry {
   pauseReason?: string;
   abortReason?: string;
   rollBackInFlight: boolean;
+  /** +1 at every change of the gate the hosts follow (run, hold, abort). */
+  gateSeq: number;
   currentWave: number;
   approved: number[];
   hosts: HostEntry[];
@@ -167,6 +172,13 @@ export interface RolloutResult extends RolloutProgress {
 export interface UpdateAck {
   status: RolloutStatus;
   message: string;
+  /**
+   * pause and abort: the VMs still in flight (host/vm) once every running host confirmed the new gate —
+   * from then on no other VM starts.
+   */
+  inFlight?: string[];
+  /** Hosts that had not confirmed the gate within the deadline. */
+  unconfirmed?: string[];
 }
 
 export const rolloutProgressQuery = defineQuery<RolloutProgress>('progress');
@@ -205,6 +217,7 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
   const s: RolloutCarry = input.carry ?? {
     status: 'preflight',
     rollBackInFlight: false,
+    gateSeq: 0,
     currentWave: 0,
     approved: [],
     hosts: [],
@@ -227,6 +240,7 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
           state: 'pending',
           attempt: 0,
           lastSeq: 0,
+          gateSeqAck: 0,
           ...(input.only ? { only: input.only[hostId] ?? null } : {}),
           retryQueue: [],
           base: zeroCounts(),
@@ -251,7 +265,9 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
   const setStatus = (status: RolloutStatus) => {
     if (s.status === status) return;
     log.info('rollout status', { rolloutId: plan.name, from: s.status, to: status });
+    const gateBefore = gateOf();
     s.status = status;
+    if (gateOf() !== gateBefore) s.gateSeq += 1;
     upsertSearchAttributes([{ key: phaseKey, value: status }]);
     changed = true;
   };
@@ -317,11 +333,12 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
   function control(h: HostEntry, ack?: number): void {
     if (!h.workflowId || h.state !== 'running') return;
     const gate = gateOf();
-    h.gateSent = gate;
+    h.gateSeqSent = s.gateSeq;
     signalsInFlight += 1;
     getExternalWorkflowHandle(h.workflowId)
       .signal(hostControlSignal, {
         gate,
+        gateSeq: s.gateSeq,
         ...(ack !== undefined ? { ack } : {}),
         ...(gate === 'abort' && s.rollBackInFlight ? { rollBackInFlight: true } : {}),
       })
@@ -348,9 +365,9 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
     if (r) h.base = addCounts(h.base, r.counts, h.adjust);
     h.current = zeroCounts();
     h.adjust = zeroCounts();
-    h.pending = 0;
+    h.pending = r?.pending ?? 0; // VMs an aborted host never started
     h.inFlight = [];
-    h.gateSent = undefined;
+    h.gateSeqSent = undefined;
     if (error) {
       h.state = 'failed';
       h.reason = error;
@@ -382,6 +399,7 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
     h.pending = r.pending;
     h.inFlight = r.inFlight;
     h.windowOpen = r.windowOpen;
+    h.gateSeqAck = Math.max(h.gateSeqAck, r.gateSeq);
     h.awaitingAck = r.awaitingAck;
     h.runs = r.runs;
     const failed = r.finished.filter((f) => isFailure(f.outcome));
@@ -407,14 +425,30 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
   const notTerminal = (what: string) => {
     if (terminal.includes(s.status)) throw new Error(`cannot ${what}: the rollout is ${s.status}`);
   };
+  /** Waits until every running host confirmed the current gate (or the deadline); what is in flight then. */
+  async function confirmed(): Promise<Pick<UpdateAck, 'inFlight' | 'unconfirmed'>> {
+    const seq = s.gateSeq;
+    const pendingHosts = () => s.hosts.filter((h) => h.state === 'running' && h.gateSeqAck < seq);
+    changed = true; // let the main loop send the gate
+    await condition(() => s.gateSeq !== seq || pendingHosts().length === 0, GATE_CONFIRM_MS);
+    const unconfirmed = pendingHosts().map((h) => h.hostId);
+    const inFlight = s.hosts.flatMap((h) => h.inFlight.map((vm) => `${h.hostId}/${vm}`));
+    return { inFlight, ...(unconfirmed.length ? { unconfirmed } : {}) };
+  }
+
   setHandler(
     pauseUpdate,
-    (arg) => {
+    async (arg) => {
       if (s.status === 'paused') return { status: s.status, message: 'already paused' };
       s.pausedBy = 'operator';
       s.pauseReason = arg?.reason ? `paused by operator: ${arg.reason}` : 'paused by operator';
       setStatus('paused');
-      return { status: s.status, message: 'paused: no new VM starts; VMs in flight finish' };
+      const c = await confirmed();
+      return {
+        status: s.status,
+        message: `paused: no new VM starts; ${c.inFlight?.length ?? 0} VM(s) in flight finish${c.unconfirmed ? ` (not yet confirmed by ${c.unconfirmed.join(', ')})` : ''}`,
+        ...c,
+      };
     },
     {
       validator: (_arg) => {
@@ -443,15 +477,20 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
   );
   setHandler(
     abortUpdate,
-    (arg) => {
+    async (arg) => {
       s.abortReason = arg?.reason ? `aborted by operator: ${arg.reason}` : 'aborted by operator';
       s.rollBackInFlight = arg?.rollBackInFlight === true;
       setStatus('aborting');
+      const c = await confirmed();
+      const n = c.inFlight?.length ?? 0;
       return {
         status: s.status,
-        message: s.rollBackInFlight
-          ? 'aborting: nothing new starts; VMs in flight are cancelled and roll back'
-          : 'aborting: nothing new starts; VMs in flight finish',
+        message:
+          (s.rollBackInFlight
+            ? `aborting: nothing new starts; ${n} VM(s) in flight are cancelled and roll back`
+            : `aborting: nothing new starts; ${n} VM(s) in flight finish`) +
+          (c.unconfirmed ? ` (not yet confirmed by ${c.unconfirmed.join(', ')})` : ''),
+        ...c,
       };
     },
     {
@@ -502,9 +541,12 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
         if (h.state === 'running' && f.attempt === h.attempt) h.adjust[f.outcome] += 1;
         else if (h.base[f.outcome] > 0) h.base[f.outcome] -= 1;
         if (h.state === 'running') h.retryQueue.push(f.vmId);
-        else {
-          if (h.state !== 'pending' || h.only) h.only = [...(h.only ?? []), f.vmId];
+        else if (h.state === 'pending') {
+          if (h.only) h.only = [...h.only, f.vmId]; // no list: the host's next run takes all its VMs anyway
+        } else {
+          h.only = [f.vmId];
           h.state = 'pending';
+          delete h.reason;
         }
       }
       s.retried += picked.length;
@@ -566,7 +608,8 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
     h.inFlight = [];
     h.workflowId = hostWorkflowId(rolloutWorkflowId, h.hostId, h.attempt);
     const gate = gateOf();
-    h.gateSent = gate;
+    h.gateSeqSent = s.gateSeq;
+    h.gateSeqAck = s.gateSeq;
     const only = h.only ?? undefined;
     delete h.only;
     const attempt = h.attempt;
@@ -588,6 +631,7 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
             .map((v) => v.slice(h.hostId.length + 1)),
           ...(only ? { only } : {}),
           gate,
+          gateSeq: s.gateSeq,
           historyEvents: plan.limits.historyEvents,
         },
       ],
@@ -650,8 +694,9 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
       for (const id of hostsToStart(s.hosts, s.currentWave, plan.concurrency.hosts)) startHost(byId.get(id)!);
     }
     // Tell running hosts about a changed gate.
-    for (const h of s.hosts)
-      if (h.state === 'running' && h.gateSent !== undefined && h.gateSent !== gateOf()) control(h);
+    for (const h of s.hosts) {
+      if (h.state === 'running' && h.gateSeqSent !== undefined && h.gateSeqSent !== s.gateSeq) control(h);
+    }
     publish();
 
     const wi = workflowInfo();

@@ -35,6 +35,8 @@ export type Gate = 'run' | 'hold' | 'abort';
 
 export interface HostControl {
   gate: Gate;
+  /** Increases with every change of the rollout's gate; the host echoes the last it applied. */
+  gateSeq: number;
   /** The highest report seq the rollout has processed. */
   ack?: number;
   /** With gate abort: cancel VMs in flight (each rolls back, or finishes if it is past the point of no return). */
@@ -70,6 +72,8 @@ export interface HostReport {
   /** VMs finished since the previous report. */
   finished: VmFinished[];
   gate: Gate;
+  /** The rollout's gate change this host has applied: after it, the host starts only what `gate` allows. */
+  gateSeq: number;
   windowOpen: boolean;
   /** The host waits for the rollout to acknowledge a failure before it starts another VM. */
   awaitingAck: boolean;
@@ -89,6 +93,7 @@ export interface HostCarry {
   ackNeeded: number;
   acked: number;
   gate: Gate;
+  gateSeq: number;
   runs: number;
 }
 
@@ -107,6 +112,7 @@ export interface UpgradeHostInput {
   /** Only these VM ids (a retry); all when absent. */
   only?: string[];
   gate: Gate;
+  gateSeq: number;
   historyEvents: number;
   carry?: HostCarry;
 }
@@ -162,6 +168,7 @@ export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> 
   let ackNeeded = c?.ackNeeded ?? 0;
   let acked = c?.acked ?? 0;
   let gate: Gate = c?.gate ?? input.gate;
+  let gateSeq = c?.gateSeq ?? input.gateSeq;
   const runs = (c?.runs ?? 0) + 1;
   const inFlight = new Set<string>();
   let finished: VmFinished[] = [];
@@ -184,7 +191,11 @@ export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> 
   const awaitingAck = () => unreportedFailure || acked < ackNeeded;
 
   setHandler(hostControlSignal, (ctl) => {
-    if (gate !== 'abort') gate = ctl.gate;
+    if (ctl.gateSeq > gateSeq) {
+      gateSeq = ctl.gateSeq;
+      if (gate !== 'abort') gate = ctl.gate;
+      dirty = true; // confirm the gate to the rollout
+    }
     if (ctl.ack !== undefined && ctl.ack > acked) acked = ctl.ack;
     if (ctl.gate === 'abort' && ctl.rollBackInFlight && inFlight.size > 0) vmScope.cancel();
     changed = true;
@@ -214,6 +225,7 @@ export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> 
     counts: { ...counts },
     finished,
     gate,
+    gateSeq,
     windowOpen: windowOpen(),
     awaitingAck: awaitingAck(),
     runs,
@@ -348,7 +360,7 @@ export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> 
     }
     if (dirty && !sending) void send();
     if (idle && draining && !dirty) {
-      const carry: HostCarry = { pending, total, counts, seq, ackNeeded, acked, gate, runs };
+      const carry: HostCarry = { pending, total, counts, seq, ackNeeded, acked, gate, gateSeq, runs };
       log.info('continuing as new', { hostId, runs, pending: pending.length });
       await continueAsNew<typeof upgradeHost>({ ...input, carry });
     }

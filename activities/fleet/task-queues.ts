@@ -19,30 +19,58 @@ export interface TaskQueueService {
   ): Promise<temporal.api.workflowservice.v1.IDescribeTaskQueueResponse>;
 }
 
-function toMs(ts: temporal.api.workflowservice.v1.IDescribeTaskQueueResponse['pollers']): Poller[] {
+type PollerInfo = NonNullable<temporal.api.workflowservice.v1.IDescribeTaskQueueResponse['pollers']>[number];
+
+function toPollers(list: PollerInfo[]): Poller[] {
   const now = Date.now();
-  return (ts ?? []).map((p) => {
+  return list.map((p) => {
     const t = p.lastAccessTime;
     const ms = t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : null;
     return { identity: p.identity ?? '', ageMs: ms === null ? null : Math.max(0, now - ms) };
   });
 }
 
-/** The activity pollers of each queue. */
+/** One poller per identity, the most recent sighting. */
+function merge(lists: Poller[][]): Poller[] {
+  const by = new Map<string, Poller>();
+  for (const p of lists.flat()) {
+    const seen = by.get(p.identity);
+    if (!seen || (p.ageMs !== null && (seen.ageMs === null || p.ageMs < seen.ageMs))) by.set(p.identity, p);
+  }
+  return [...by.values()].sort((a, b) => a.identity.localeCompare(b.identity));
+}
+
+/**
+ * The activity pollers of each queue. Both views the service offers are read and merged: the classic one
+ * (the root partition) and the enhanced one (all partitions, by build id), where the server supports it.
+ */
 export async function activityPollers(
   service: TaskQueueService,
   namespace: string,
   queues: string[],
 ): Promise<Record<string, Poller[]>> {
   const out: Record<string, Poller[]> = {};
+  const activity = temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY;
   await Promise.all(
     queues.map(async (name) => {
-      const res = await service.describeTaskQueue({
-        namespace,
-        taskQueue: { name, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
-        taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-      });
-      out[name] = toMs(res.pollers);
+      const taskQueue = { name, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL };
+      const classic = service.describeTaskQueue({ namespace, taskQueue, taskQueueType: activity });
+      const enhanced = service
+        .describeTaskQueue({
+          namespace,
+          taskQueue,
+          apiMode: temporal.api.enums.v1.DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED,
+          taskQueueTypes: [activity],
+          reportPollers: true,
+          versions: { unversioned: true, allActive: true },
+        })
+        .catch(() => undefined);
+      const lists: Poller[][] = [toPollers((await classic).pollers ?? [])];
+      const e = await enhanced;
+      for (const v of Object.values(e?.versionsInfo ?? {})) {
+        for (const t of Object.values(v.typesInfo ?? {})) lists.push(toPollers(t.pollers ?? []));
+      }
+      out[name] = merge(lists);
     }),
   );
   return out;

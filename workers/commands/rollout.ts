@@ -213,6 +213,13 @@ async function update(
       throw new CliError(`${name}: ${err.cause?.message ?? err.message}`, ExitCode.failed);
     }
     if (err instanceof WorkflowNotFoundError) throw new CliError(`no running rollout ${id}`, ExitCode.failed);
+    const cause = (err as { cause?: Error }).cause;
+    if (/already completed/.test(`${(err as Error).message} ${cause?.message ?? ''}`)) {
+      throw new CliError(
+        `${name}: rollout ${id} has finished; see \`fleet-upgrade rollout status ${id}\``,
+        ExitCode.failed,
+      );
+    }
     throw err;
   }
 }
