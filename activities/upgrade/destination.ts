@@ -20,6 +20,7 @@ import {
   isAlive,
   rememberProcess,
   requireLiveProcess,
+  refuseUnsafeInput,
   requireRecord,
   withQmp,
 } from './processes';
@@ -43,6 +44,7 @@ export function netdevsOf(spec: VmSpec, entries: readonly string[]): string[] {
 
 export async function startDestination(config: HostConfig, input: StartInput): Promise<DestinationStarted> {
   const { vmId, plan } = input;
+  refuseUnsafeInput(vmId, input.source, input.destination);
   const record = await requireRecord(config, vmId);
   if (record.generation !== input.source.generation) {
     throw ApplicationFailure.nonRetryable(

@@ -18,6 +18,7 @@ import {
   findProcess,
   forgetProcess,
   isAlive,
+  refuseUnsafeInput,
   rememberProcess,
   requireLiveProcess,
   requireRecord,
@@ -36,6 +37,7 @@ export async function verify(
   config: HostConfig,
   input: Parameters<HostActivities['verify']>[0],
 ): Promise<Verification> {
+  refuseUnsafeInput(input.vmId, input.destination);
   const record = await requireRecord(config, input.vmId);
   const p = await requireLiveProcess(config, input.vmId, input.destination, 'destination');
   return withQmp(config, p, async (qmp) => {
@@ -82,6 +84,7 @@ async function removeLeftovers(config: HostConfig, vmId: string, generation: num
  */
 export async function finalize(config: HostConfig, input: Parameters<HostActivities['finalize']>[0]): Promise<void> {
   const { vmId } = input;
+  refuseUnsafeInput(vmId, input.source, input.destination);
   const record = await requireRecord(config, vmId);
   if (record.generation === input.source.generation) {
     const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
@@ -126,6 +129,7 @@ export async function rollback(
   input: Parameters<HostActivities['rollback']>[0],
 ): Promise<RollbackOutcome> {
   const { vmId } = input;
+  refuseUnsafeInput(vmId, input.source, input.destination);
   const actions: string[] = [];
   const record = await readVmRecord(config.runtimeDir, vmId);
   if (record?.generation === input.destination.generation) {

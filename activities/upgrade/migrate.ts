@@ -16,7 +16,7 @@ import type { QmpClient } from '../qmp/client';
 import { isQmpFailure } from '../qmp/errors';
 import type { QmpEvent } from '../qmp/messages';
 import type { HostActivities, MigrationOutcome, MigrationProgress } from './api';
-import { connect, isAlive, requireLiveProcess, type VmProcess } from './processes';
+import { connect, isAlive, refuseUnsafeInput, requireLiveProcess, type VmProcess } from './processes';
 
 type MigrateInput = Parameters<HostActivities['migrate']>[0];
 
@@ -115,6 +115,7 @@ class EventTimeline {
 
 export async function migrate(config: HostConfig, input: MigrateInput, side: ActivitySide): Promise<MigrationOutcome> {
   const { vmId, plan } = input;
+  refuseUnsafeInput(vmId, input.source, input.destination);
   const started = Date.now();
   const source = await requireLiveProcess(config, vmId, input.source, 'source');
   const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');

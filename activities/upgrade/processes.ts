@@ -10,7 +10,7 @@ import { resolveBinary, type HostConfig, type ResolvedBinary } from '../host/con
 import { writeFileAtomic } from '../host/fs-util';
 import { runtimeSubdir, socketPath } from '../host/paths';
 import { isProcessAlive } from '../host/qemu-launcher';
-import { assertSafeId } from '../host/validate';
+import { assertSafeId, SAFE_LABEL } from '../host/validate';
 import { readVmRecord, type VmRecord } from '../host/vm-record';
 import { QmpClient } from '../qmp/client';
 import type { ProcessRef } from './api';
@@ -47,6 +47,30 @@ function assertSafeIdOrRefuse(vmId: string): void {
     assertSafeId(vmId, 'vmId');
   } catch (err) {
     throw ApplicationFailure.nonRetryable((err as Error).message, failureTypes.notAllowed);
+  }
+}
+
+/**
+ * Refuses, non-retryable NotAllowed, a VM id or process ref that could not name a file of the runtime folder
+ * (a path-like id, a generation that is not a positive integer, a label that is not a version label). Every
+ * activity that takes them calls this first, before any file is read, written or removed. Without it, such
+ * a value was stopped only by whichever path helper met it first (procFile checks no generation at all, so
+ * only the call order kept it out), and with a plain ConfigError that Temporal retries, not NotAllowed.
+ */
+export function refuseUnsafeInput(vmId: unknown, ...refs: unknown[]): void {
+  assertSafeIdOrRefuse(vmId as string);
+  for (const ref of refs) {
+    const { generation, label } = (ref ?? {}) as Partial<ProcessRef>;
+    if (!Number.isSafeInteger(generation) || (generation as number) < 1)
+      throw ApplicationFailure.nonRetryable(
+        `invalid generation ${JSON.stringify(generation)}: must be a positive integer`,
+        failureTypes.notAllowed,
+      );
+    if (typeof label !== 'string' || !SAFE_LABEL.test(label))
+      throw ApplicationFailure.nonRetryable(
+        `invalid version label ${JSON.stringify(label)}: must match ${SAFE_LABEL.source}`,
+        failureTypes.notAllowed,
+      );
   }
 }
 
