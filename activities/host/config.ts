@@ -100,10 +100,20 @@ export const TemporalSchema = z
   })
   .refine((t) => !(t.apiKey && t.apiKeyEnv), { message: 'give apiKey or apiKeyEnv, not both', path: ['apiKey'] });
 
+/**
+ * The runtime folder: absolute, named without `..` (normalizing one away would silently put the folder
+ * elsewhere than the config reads), and not `/`, which the worker would otherwise make owner-only (0700).
+ */
+export const RuntimeDirSchema = z
+  .string()
+  .refine((p) => !p.split('/').includes('..'), "must not contain '..'")
+  .pipe(absPath)
+  .refine((p) => p !== '/', 'must not be the filesystem root');
+
 export const HostConfigSchema = z
   .strictObject({
     hostId: safeId,
-    runtimeDir: absPath,
+    runtimeDir: RuntimeDirSchema,
     binaries: z
       .record(safeLabel, BinarySchema)
       .refine((b) => Object.keys(b).length > 0, 'must allow at least one QEMU binary'),
