@@ -681,7 +681,7 @@ export function reliabilityDoc(o: {
     '|---|---|---|',
     ...o.notProduced.map((x) => `| ${x.phase} | ${x.fault} | ${cell(x.why)} |`),
     '',
-    '## Real QEMU (test/e2e/upgrade-faults-real.test.ts)',
+    '## Real QEMU (test/e2e/upgrade-faults-real.test.ts, test/e2e/upgrade-restarts-real.test.ts)',
     '',
     'QEMU 7.2 → 10.0.2 through a real dev server, a counter guest that must keep counting:',
     '',

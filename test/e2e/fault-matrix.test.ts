@@ -386,7 +386,7 @@ const notProduced: NotProduced[] = [
   {
     phase: 'any',
     fault: 'orchestrator worker killed, dev server restarted',
-    why: 'the cases share one dev server and orchestrator worker while several run at once; a restart belongs in a test of its own',
+    why: 'the cases share one dev server and orchestrator worker while several run at once: produced on real QEMU in a test of their own, test/e2e/upgrade-restarts-real.test.ts (below)',
   },
   {
     phase: 'any',
@@ -429,6 +429,36 @@ const realTests: RealFaultTest[] = [
     phase: 'migrate active',
     fault: 'host worker killed (SIGKILL) and restarted',
     expected: 'upgraded, the migration reconciled; one QEMU left, the counter keeps rising',
+  },
+  {
+    title: 'the orchestrator worker is killed mid-migration and a new one started: the VM is upgraded',
+    phase: 'migrate active',
+    fault: 'orchestrator worker killed (SIGKILL), a new one started',
+    expected: 'upgraded; one QEMU left, named by the record; the counter keeps rising',
+  },
+  {
+    title:
+      'the orchestrator worker is down through the switchover: the guest resumes without it, its pause stays short',
+    phase: 'migrate active',
+    fault: 'orchestrator worker killed (SIGKILL), restarted after the switchover',
+    expected:
+      'the host worker switches over alone: the guest counts on the destination with no orchestrator; upgraded once one is back; guest pause under 1 s (milliseconds: QEMU’s, not the orchestrator’s seconds away)',
+  },
+  {
+    title:
+      'the dev server is killed mid-migration and restarted on its SQLite file after the switchover: the workers reconnect, the VM is upgraded',
+    phase: 'migrate active',
+    fault: 'dev server killed (SIGKILL), restarted on its file and port after the switchover',
+    expected:
+      'the migrate activity’s completion reaches the restarted server (or, if dropped, its retry reconciles); upgraded; both workers poll again; one QEMU left, the counter keeps rising',
+  },
+  {
+    title:
+      'the dev server stays down past the migrate activity’s completion retries and heartbeat timeout: the retry reconciles, the VM is upgraded',
+    phase: 'migrate active',
+    fault: 'dev server killed (SIGKILL), restarted 20 s after the switchover',
+    expected:
+      'the completion is dropped; the heartbeat timeout retries migrate, which finds the switchover done: upgraded, the migration reconciled; QEMU’s downtime under 1 s',
   },
 ];
 
