@@ -20,7 +20,6 @@
 //
 // Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250]
 // [--concurrency N] [--markdown]`; infra/bench/main.ts calls runFleetBench (and fleetBenchmarksMarkdown).
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,9 +28,9 @@ import { temporal } from '@temporalio/proto';
 import { listVmRecords } from '../../activities/host/vm-record';
 import { QmpClient } from '../../activities/qmp/client';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
-import { searchAttributeTypes } from '../../workflows/search-attributes';
+import { searchAttributeTypes, upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { startDevServer, type DevServer } from '../devserver';
-import { projectRoot } from '../real-parts';
+import { pool, startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../worker-processes';
 
 export interface FleetSize {
   hosts: number;
@@ -172,8 +171,6 @@ export const defaultFleetSizes: FleetSize[] = [
   { hosts: 4, vmsPerHost: 250 },
 ];
 
-const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
 export function distribution(values: number[]): Distribution {
@@ -267,76 +264,6 @@ export function historyFigures(history: History): HistoryFigures {
   return { events: events.length, types, totalMs, activities, workflowTasks };
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Processes
-
-interface WorkerProcess {
-  name: string;
-  child: ChildProcess;
-  exited: Promise<void>;
-  output(): string;
-}
-
-/** Starts `fleet-upgrade <args>`; resolves once it printed `polling` (its output also goes to `logFile`). */
-async function startWorker(
-  name: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  logFile: string,
-  nodeArgs: string[],
-  timeoutMs = 300_000,
-): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const append = (d: Buffer) => {
-    out += d.toString();
-    writeFileSync(logFile, d, { flag: 'a' });
-  };
-  child.stdout?.on('data', append);
-  child.stderr?.on('data', append);
-  const w: WorkerProcess = {
-    name,
-    child,
-    exited: new Promise((r) => child.once('exit', () => r())),
-    output: () => out,
-  };
-  const deadline = Date.now() + timeoutMs;
-  while (!/ polling\n/.test(out)) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${name} exited during start (${child.exitCode ?? child.signalCode}):\n${out.slice(-2000)}`);
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`${name} not polling after ${timeoutMs} ms:\n${out.slice(-2000)}`);
-    }
-    await sleep(50);
-  }
-  return w;
-}
-
-async function stopWorker(w: WorkerProcess): Promise<void> {
-  if (w.child.exitCode !== null || w.child.signalCode !== null) return;
-  w.child.kill('SIGTERM');
-  const t = setTimeout(() => w.child.kill('SIGKILL'), 20_000);
-  await w.exited;
-  clearTimeout(t);
-}
-
-/** Runs `fn` over `items` with at most `limit` at once. */
-async function pool<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
-}
-
 function vmSpecs(h: number, n: number, memoryMiB: number) {
   return Array.from({ length: n }, (_, v) => ({
     id: `vm${v}`,
@@ -383,7 +310,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
   try {
     const env = { ...process.env, TEMPORAL_ADDRESS: server.address, TEMPORAL_NAMESPACE: server.namespace };
     const log = (name: string) => path.join(dir, `${name}.log`);
-    const orchestrator = await startWorker(
+    const orchestrator = await startWorkerProcess(
       'orchestrator',
       ['orchestrator-worker'],
       env,
@@ -415,7 +342,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
             launchAtStart: vmSpecs(h, size.vmsPerHost, o.memoryMiB),
           }),
         );
-        const w = await startWorker(
+        const w = await startWorkerProcess(
           hostId,
           ['host-worker', '--config', file],
           { ...env, ...variant.env },
@@ -467,6 +394,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
           taskQueue: 'fleet-upgrade',
           workflowId: `upgrade-vm/${hostId}/${vmId}`,
           args: [{ hostId, vmId, target: 'sim-new' }],
+          typedSearchAttributes: upgradeVmSearchAttributes({ hostId, vmId, target: 'sim-new' }),
         })) as UpgradeVmResult;
         done++;
         return r;
@@ -609,7 +537,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     };
   } finally {
     await connection?.close().catch(() => undefined);
-    await Promise.all(workers.map(stopWorker));
+    await Promise.all(workers.map(stopWorkerProcess));
     await server.stop();
     rmSync(dbFile, { force: true });
     for (const suffix of ['-wal', '-shm', '-journal']) rmSync(dbFile + suffix, { force: true });
