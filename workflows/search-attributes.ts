@@ -16,3 +16,17 @@ export const searchAttributeTypes: Record<string, 'Keyword'> = {
   FleetTarget: 'Keyword',
   FleetRollout: 'Keyword',
 };
+
+/**
+ * The search attributes an upgradeVm starts with: its host, VM and target, the rollout that started it if
+ * any, and FleetPhase=inspect (so the workflow need not upsert its first phase).
+ */
+export function upgradeVmSearchAttributes(o: { hostId: string; vmId: string; target: string; rolloutId?: string }) {
+  return [
+    { key: hostKey, value: o.hostId },
+    { key: vmKey, value: o.vmId },
+    { key: targetKey, value: o.target },
+    ...(o.rolloutId !== undefined ? [{ key: rolloutKey, value: o.rolloutId }] : []),
+    { key: phaseKey, value: 'inspect' },
+  ];
+}

@@ -88,7 +88,15 @@ export const patches = {
    * source); if it lives, it becomes the VM's process (finalize) before the VM migrates back from it.
    */
   verifyFailureByCause: 'verify-failure-by-cause',
+  /**
+   * FleetPhase changes only at the milestones an operator filters by (inspect, migrate, rollback,
+   * migrate-back, done), not at every step: each upsert is a history event and a visibility write.
+   */
+  phaseAtMilestones: 'phase-at-milestones',
 } as const;
+
+/** The phases FleetPhase shows (patches.phaseAtMilestones); the others are in the progress query only. */
+export const milestonePhases: ReadonlySet<Phase> = new Set(['inspect', 'migrate', 'rollback', 'migrate-back', 'done']);
 
 function hostActivities(hostId: string, startToCloseMs: number, heartbeatMs?: number) {
   return proxyActivities<HostActivities>({
@@ -161,6 +169,10 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     progress.migration = p;
   });
 
+  const atMilestones = patched(patches.phaseAtMilestones);
+  const showPhase = (phase: Phase) => {
+    if (!atMilestones || milestonePhases.has(phase)) upsertSearchAttributes({ [phaseKey.name]: [phase] });
+  };
   let phaseStarted = Date.now();
   const enter = (phase: Phase) => {
     const now = Date.now();
@@ -168,7 +180,7 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
       result.phases.push({ phase: progress.phase, ms: now - phaseStarted });
     phaseStarted = now;
     progress.phase = phase;
-    upsertSearchAttributes({ [phaseKey.name]: [phase] });
+    showPhase(phase);
   };
   const finish = (outcome: UpgradeOutcome, reason?: string): UpgradeVmResult => {
     enter('done');
@@ -177,8 +189,11 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     return { ...result, outcome, ...(reason ? { reason } : {}) };
   };
 
-  // 1–2. Inspect the source and probe the target binary. Both only read, so they run together.
-  upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
+  // 1–2. Inspect the source and probe the target binary. Both only read, so they run together. A starter
+  // that set FleetPhase=inspect already (upgradeHost, `vm upgrade`) saves the upsert.
+  if (!atMilestones || workflowInfo().typedSearchAttributes.get(phaseKey) !== 'inspect') {
+    upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
+  }
   result.to = { label: input.target };
   let source: SourceInspection;
   let target: TargetFacts;

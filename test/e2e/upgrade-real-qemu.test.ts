@@ -14,6 +14,7 @@ import { QmpClient } from '../../activities/qmp/client';
 import { qemu10, qemu72, requireQemu, temporalCli } from '../../infra/real-parts';
 import { upgradeVm, upgradeVmProgressQuery } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
+import { phaseKey, upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { killQemusUnder } from '../helpers/cleanup';
@@ -78,6 +79,7 @@ describe('upgradeVm on real QEMU', () => {
       taskQueue: orchestratorTaskQueue,
       workflowId: 'upgrade-vm/host-a/vm1',
       args: [{ hostId: 'host-a', vmId: 'vm1', target: '10.0.2' }],
+      typedSearchAttributes: upgradeVmSearchAttributes({ hostId: 'host-a', vmId: 'vm1', target: '10.0.2' }),
     });
     const result = await handle.result();
     expect(result).toMatchObject({
@@ -89,6 +91,14 @@ describe('upgradeVm on real QEMU', () => {
     expect(result.migration?.downtimeMs).toEqual(expect.any(Number));
     expect(result.migration?.guestPauseMs).toEqual(expect.any(Number));
     expect((await handle.query(upgradeVmProgressQuery)).phase).toBe('done');
+    // FleetPhase, as the Web UI filters by it: inspect from the start, then only the milestones.
+    const upserted = ((await handle.fetchHistory()).events ?? []).flatMap((e) => {
+      const fields = e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields;
+      const phase = fields?.FleetPhase?.data;
+      return phase ? [JSON.parse(Buffer.from(phase).toString()) as string | string[]].flat() : [];
+    });
+    expect(upserted).toEqual(['migrate', 'done']);
+    expect((await handle.describe()).typedSearchAttributes.get(phaseKey)).toBe('done');
 
     const after = await readVmRecord(config.runtimeDir, 'vm1');
     expect(after).toMatchObject({ generation: 2, binary: { label: '10.0.2', path: qemu10.binary } });

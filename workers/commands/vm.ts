@@ -4,7 +4,7 @@ import { WorkflowIdReusePolicy } from '@temporalio/common';
 import { runVmLaunch } from '../../activities/host/vm-launch';
 import { SAFE_ID, SAFE_LABEL } from '../../activities/host/validate';
 import type { UpgradeVmInput, UpgradeVmProgress, UpgradeVmResult } from '../../workflows/upgrade-vm';
-import { hostKey, targetKey, vmKey } from '../../workflows/search-attributes';
+import { upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { BadInputError, CliError, ExitCode } from '../cli-errors';
 import { orchestratorTaskQueue } from '../orchestrator-worker';
 
@@ -57,11 +57,7 @@ export async function vmUpgrade(
       workflowId,
       args: [input],
       workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-      typedSearchAttributes: [
-        { key: hostKey, value: input.hostId },
-        { key: vmKey, value: input.vmId },
-        { key: targetKey, value: input.target },
-      ],
+      typedSearchAttributes: upgradeVmSearchAttributes(input),
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
