@@ -16,6 +16,7 @@ import {
   isCancellation,
   log,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   proxySinks,
   setHandler,
@@ -28,7 +29,7 @@ import type { HostActivities } from '../activities/upgrade/api';
 import { isFailure, type VmOutcome } from './decisions/budget';
 import type { MigrationPolicy } from './decisions/policy';
 import { msUntilWindowChange, windowState, type MaintenanceWindow } from './decisions/windows';
-import { hostKey, rolloutKey, targetKey, vmKey } from './search-attributes';
+import { upgradeVmSearchAttributes } from './search-attributes';
 import { upgradeVm, type UpgradeVmResult } from './upgrade-vm';
 
 export type Gate = 'run' | 'hold' | 'abort';
@@ -157,6 +158,12 @@ function reasonOf(err: unknown): string {
 
 const clip = (s: string | undefined) => (s && s.length > 500 ? `${s.slice(0, 497)}...` : s);
 
+/** Changes of the workflow's shape, each guarded by `patched` so histories recorded before replay. */
+export const patches = {
+  /** Continue as new only once the last report was delivered (see the loop). */
+  reportBeforeContinueAsNew: 'report-before-continue-as-new',
+} as const;
+
 export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> {
   const { hostId } = input;
   const sinks = proxySinks<FleetSinks>();
@@ -275,12 +282,12 @@ export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> 
         args: [{ hostId, vmId, target: input.target, policy: input.policy }],
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-        typedSearchAttributes: [
-          { key: hostKey, value: hostId },
-          { key: vmKey, value: vmId },
-          { key: targetKey, value: input.target },
-          { key: rolloutKey, value: input.rolloutId },
-        ],
+        typedSearchAttributes: upgradeVmSearchAttributes({
+          hostId,
+          vmId,
+          target: input.target,
+          rolloutId: input.rolloutId,
+        }),
       });
       r = await child.result();
       f = { vmId, outcome: r.outcome, at: Date.now() };
@@ -359,7 +366,11 @@ export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> 
       return send(true);
     }
     if (dirty && !sending) void send();
-    if (idle && draining && !dirty) {
+    // A report just sent must reach the rollout before this run ends: Temporal drops a signal whose sender
+    // closed before the signal was delivered (the run that continued as new lost its last report, and with
+    // it the failures it listed). So the quiet moment is judged after send(), not before.
+    const quiet = patched(patches.reportBeforeContinueAsNew) ? inFlight.size === 0 && !sending : idle;
+    if (quiet && draining && !dirty) {
       const carry: HostCarry = { pending, total, counts, seq, ackNeeded, acked, gate, gateSeq, runs };
       log.info('continuing as new', { hostId, runs, pending: pending.length });
       await continueAsNew<typeof upgradeHost>({ ...input, carry });
