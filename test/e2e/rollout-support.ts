@@ -3,6 +3,7 @@
 // readings of the simulator's own records (migration spans per VM) for the limits the tests assert.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
 import { launchVm } from '../../activities/host/vm-launch';
@@ -24,13 +25,14 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
  * a disk their fsyncs, not the product, set the pace of a fleet-sized test.
  */
 export async function startFleetHarness(): Promise<Harness> {
-  const prev = process.env.TMPDIR;
-  if (existsSync('/dev/shm')) process.env.TMPDIR = '/dev/shm';
+  // The dev server helper puts its database under os.tmpdir(); point that at tmpfs while it starts (the
+  // test sandbox's process.env is a copy, so TMPDIR cannot do it).
+  const tmpdir = os.tmpdir;
+  if (existsSync('/dev/shm')) os.tmpdir = () => '/dev/shm';
   try {
     return await startHarness();
   } finally {
-    if (prev === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = prev;
+    os.tmpdir = tmpdir;
   }
 }
 
@@ -190,27 +192,30 @@ export interface MigrationSpan {
  * first event until the upgrade of that VM let go of a process — the old source quitting (switched over
  * and finalized) or the destination itself ending (rolled back) — or, failing both, its migration ending.
  */
-export function migrationSpans(host: SimHost): MigrationSpan[] {
-  const events = readLedgerEvents(host.ledger);
+export function migrationSpans(host: Pick<SimHost, 'hostId' | 'ledger'>): MigrationSpan[] {
+  const byVm = new Map<unknown, ReturnType<typeof readLedgerEvents>>();
+  for (const e of readLedgerEvents(host.ledger)) byVm.set(e.vm, [...(byVm.get(e.vm) ?? []), e]);
   const spans: MigrationSpan[] = [];
-  for (const start of events) {
-    if (start.event !== 'start' || start.status !== 'inmigrate') continue;
-    const later = events.filter((e) => e.vm === start.vm && e.t > start.t);
-    const ended = later.find((e) => ['quit', 'exit', 'crash'].includes(e.event));
-    const migrated = later.find(
-      (e) =>
-        e.instance === start.instance &&
-        e.event === 'migration' &&
-        ['completed', 'failed', 'cancelled'].includes(String(e.status)),
-    );
-    const end = ended ?? migrated;
-    spans.push({
-      hostId: host.hostId,
-      vm: String(start.vm ?? ''),
-      from: start.t,
-      to: end?.t ?? Infinity,
-      status: migrated ? String(migrated.status) : end ? end.event : 'open',
-    });
+  for (const events of byVm.values()) {
+    for (const start of events) {
+      if (start.event !== 'start' || start.status !== 'inmigrate') continue;
+      const later = events.filter((e) => e.t > start.t);
+      const ended = later.find((e) => ['quit', 'exit', 'crash'].includes(e.event));
+      const migrated = later.find(
+        (e) =>
+          e.instance === start.instance &&
+          e.event === 'migration' &&
+          ['completed', 'failed', 'cancelled'].includes(String(e.status)),
+      );
+      const end = ended ?? migrated;
+      spans.push({
+        hostId: host.hostId,
+        vm: String(start.vm ?? ''),
+        from: start.t,
+        to: end?.t ?? Infinity,
+        status: migrated ? String(migrated.status) : end ? end.event : 'open',
+      });
+    }
   }
   return spans.sort((a, b) => a.from - b.from);
 }

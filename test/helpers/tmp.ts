@@ -1,15 +1,15 @@
 // Short temporary folders for tests. UNIX socket paths must stay under 108 bytes, so these live directly
 // under /tmp with short names rather than under os.tmpdir() (which may be long) or the repository.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 
 export interface TmpDir {
   path: string;
   cleanup(): void;
 }
 
-/** Creates `/tmp/<prefix>-XXXXXX` (mode 0700 by mkdtemp). */
-export function makeTmpDir(prefix = 'qf'): TmpDir {
-  const dir = mkdtempSync(`/tmp/${prefix}-`);
+/** Creates `<base>/<prefix>-XXXXXX` (mode 0700 by mkdtemp); base /tmp, or e.g. /dev/shm for tmpfs when it exists. */
+export function makeTmpDir(prefix = 'qf', base = '/tmp'): TmpDir {
+  const dir = mkdtempSync(`${existsSync(base) ? base : '/tmp'}/${prefix}-`);
   return { path: dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
