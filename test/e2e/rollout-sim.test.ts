@@ -10,6 +10,7 @@ import { createSchedule, listSchedules } from '../../workers/commands/schedule';
 import { rolloutWorkflowId } from '../../workflows/decisions/rollout-plan';
 import { nextStart, parseCron } from '../../workflows/decisions/windows';
 import type { RolloutResult, UpdateAck } from '../../workflows/rollout';
+import { recordHistory } from '../helpers/record-history';
 import type { Harness } from '../helpers/temporal-harness';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 import {
@@ -172,6 +173,8 @@ test('the failure budget pauses the rollout; retry and resume finish it', async 
   expect(r.retried).toBe(2);
   for (const vm of ['vm1', 'vm2', 'vm3', 'vm4']) expect(await labelOf(h, vm)).toBe('new');
   expect(describeProgress(r, r.outcome)).toContain('VMs: 4 upgraded');
+  recordHistory(harness, handle.workflowId, 'rollout-budget-retry.json');
+  recordHistory(harness, r.hosts[0]!.workflowId!, 'upgrade-host-budget-retry.json');
 });
 
 test('pause stops new VMs (those in flight finish), resume goes on, abort starts nothing new', async () => {

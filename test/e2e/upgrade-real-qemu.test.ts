@@ -1,8 +1,6 @@
 // upgradeVm end to end through a real Temporal dev server and real host workers: a VM on real QEMU 7.2
 // running the counter guest is upgraded to QEMU 10.0.2 on the same host.
 import path from 'node:path';
-import { writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { Worker } from '@temporalio/worker';
 import { workflowsPath } from '../../workers/orchestrator-worker';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
@@ -11,11 +9,12 @@ import { readVmRecord } from '../../activities/host/vm-record';
 import { launchVm } from '../../activities/host/vm-launch';
 import { parseVmSpec } from '../../activities/host/vm-spec';
 import { QmpClient } from '../../activities/qmp/client';
-import { qemu10, qemu72, requireQemu, temporalCli } from '../../infra/real-parts';
+import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
 import { upgradeVm, upgradeVmProgressQuery } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { phaseKey, upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
+import { recordHistory } from '../helpers/record-history';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { killQemusUnder } from '../helpers/cleanup';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
@@ -121,13 +120,6 @@ describe('upgradeVm on real QEMU', () => {
     // Determinism: the recorded history replays against the current workflow code.
     const history = await handle.fetchHistory();
     await expect(Worker.runReplayHistory({ workflowsPath: workflowsPath() }, history)).resolves.toBeUndefined();
-    if (process.env.RECORD_HISTORIES) {
-      const file = path.join(__dirname, '..', 'fixtures', 'histories', 'upgrade-vm-real-plain.json');
-      const json = execFileSync(temporalCli, [
-        ...['workflow', 'show', '--workflow-id', handle.workflowId, '--output', 'json'],
-        ...['--address', harness.server.address, '--namespace', harness.server.namespace],
-      ]);
-      writeFileSync(file, json);
-    }
+    recordHistory(harness, handle.workflowId, 'upgrade-vm-real-plain.json');
   });
 });

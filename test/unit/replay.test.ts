@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { workflowsPath } from '../../workers/orchestrator-worker';
+import { fleetSinks } from '../../activities/fleet/telemetry';
 
 jest.setTimeout(120_000);
 
@@ -15,6 +16,10 @@ test('there are recorded histories to replay', () => {
 });
 
 test.each(files)('%s replays deterministically', async (file) => {
-  const history = JSON.parse(readFileSync(path.join(dir, file), 'utf8'));
-  await expect(Worker.runReplayHistory({ workflowsPath: workflowsPath() }, history, file)).resolves.toBeUndefined();
+  const { workflowId, ...history } = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as {
+    workflowId?: string;
+  };
+  await expect(
+    Worker.runReplayHistory({ workflowsPath: workflowsPath(), sinks: fleetSinks() }, history, workflowId ?? file),
+  ).resolves.toBeUndefined();
 });
