@@ -34,7 +34,7 @@ const VMS_PER_HOST = Number(process.env.FLEET_SCALE_VMS_PER_HOST ?? 500);
 const VMS = HOSTS * VMS_PER_HOST;
 const FAULTY = Math.round(VMS * 0.05);
 const AT_ONCE = 8;
-const HISTORY_LIMIT = 500;
+const HISTORY_LIMIT = 1000;
 /** A run ends at the first quiet moment past the limit: VMs in flight finish first and report. */
 const HISTORY_SLACK = 250;
 const OLD = '10.0.50';
