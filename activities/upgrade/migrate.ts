@@ -313,7 +313,9 @@ async function monitor(
   );
   let lastBytes = -1;
   let lastMove = Date.now();
-  let lastSignal = 0;
+  // The first progress signal comes one interval into the migration: one that ends sooner costs its workflow
+  // no signal (a history event and a workflow task each); heartbeats carry the progress all along.
+  let lastSignal = started;
   while (!finished) {
     await Promise.race([sleep(pollMs), switched.catch(() => undefined), side.cancelled]).catch(async (err) => {
       if (finished) return;
