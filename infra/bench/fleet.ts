@@ -575,7 +575,11 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
 const fmt = (x: number | undefined, digits = 0) => (x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits));
 
 function rateText(figures: FleetFigures[], big: FleetFigures, ceiling: number, upserts: number): string {
-  const levers = `The Temporal dev server is the largest consumer; its work grows with the history: of ${fmt(big.historyEventsPerVm.mean)} events per VM, ${fmt(upserts)} are search-attribute upserts (one per saga phase), each also a visibility write. Fewer upserts (e.g. only at the start and end), or a Temporal service on a machine of its own, are the levers; the host workers' own work comes second.`;
+  const t = big.historyEventTypesPerVm;
+  const markers = t.MARKER_RECORDED ?? 0;
+  const activities = t.ACTIVITY_TASK_SCHEDULED ?? 0;
+  const tasks = t.WORKFLOW_TASK_SCHEDULED ?? 0;
+  const levers = `The Temporal dev server is the largest consumer; its work grows with the history: of ${fmt(big.historyEventsPerVm.mean)} events per VM, ${fmt(upserts)} are search-attribute upserts, each also a visibility write: FleetPhase at the milestones \`migrate\` and \`done\`, and TemporalChangeVersion, which the SDK upserts with each of the ${fmt(markers)} \`patched\` markers (a marker and an upsert per patch and workflow; they go once the patches are retired — \`deprecatePatch\`, then removed — when no workflow of an earlier shape is left). ${fmt(activities)} activities are ${fmt(3 * activities)} events and ${fmt(tasks)} workflow tasks ${fmt(3 * tasks)} more: the saga's steps themselves. A Temporal service on a machine of its own is the lever; the host workers' own work comes second.`;
   if (figures.every((f) => f.goals.upgradesPerSecMet)) {
     return `The upgrade rate meets its goal at every size. ${levers}`;
   }

@@ -74,7 +74,7 @@ the next activity scheduled (a workflow task through the orchestrator worker).
 |---|---|---|---|
 ${latencies}
 
-${real.overheadRatio <= 1.5 ? 'The ratio meets its goal.' : `The ratio misses its goal of 1.5. The raw baseline is only the migration of a 64 MiB guest whose RAM is zero pages (${f(real.rawWallMsP50, 0)} ms, of which the destination's start is most); the saga adds, per VM, seven activities, each a round trip through the Temporal service (schedule, poll, complete), a QMP connection per activity, the source's full inspection (\`query-qmp-schema\` is ~190 KB), and the start of a workflow. Those costs are fixed per VM, not per byte: on a guest with real memory to copy (seconds of migration) the ratio tends to 1. The guest's pause does not include any of them: the switchover runs inside one activity, driven by QEMU's events.`}
+${real.overheadRatio <= 1.5 ? 'The ratio meets its goal.' : `The ratio misses its goal of 1.5. The raw baseline is only the migration of a 64 MiB guest whose RAM is zero pages (${f(real.rawWallMsP50, 0)} ms, of which the destination's start is most); the saga adds, per VM, six activities, each a round trip through the Temporal service (schedule, poll, complete), a QMP connection per activity, the source's full inspection (\`query-qmp-schema\` is ~190 KB), and the start of a workflow. Those costs are fixed per VM, not per byte: on a guest with real memory to copy (seconds of migration) the ratio tends to 1. The guest's pause does not include any of them: the switchover runs inside one activity, driven by QEMU's events.`}
 `;
 }
 
