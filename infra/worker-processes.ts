@@ -13,6 +13,8 @@ export interface WorkerProcess {
   name: string;
   child: ChildProcess;
   exited: Promise<void>;
+  /** Neither exited nor killed yet. */
+  alive(): boolean;
   output(): string;
 }
 
@@ -37,6 +39,7 @@ export async function startWorkerProcess(
     name,
     child,
     exited: new Promise((r) => child.once('exit', () => r())),
+    alive: () => child.exitCode === null && child.signalCode === null,
     output: () => out,
   };
   const deadline = Date.now() + timeoutMs;
@@ -53,9 +56,13 @@ export async function startWorkerProcess(
   return w;
 }
 
-export async function stopWorkerProcess(w: WorkerProcess): Promise<void> {
-  if (w.child.exitCode !== null || w.child.signalCode !== null) return;
-  w.child.kill('SIGTERM');
+/** Stops a worker (SIGTERM: it finishes its tasks and exits; SIGKILL: a crash), SIGKILL after 20 s. */
+export async function stopWorkerProcess(
+  w: WorkerProcess | undefined,
+  signal: NodeJS.Signals = 'SIGTERM',
+): Promise<void> {
+  if (!w || !w.alive()) return;
+  w.child.kill(signal);
   const t = setTimeout(() => w.child.kill('SIGKILL'), 20_000);
   await w.exited;
   clearTimeout(t);

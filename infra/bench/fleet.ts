@@ -537,7 +537,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     };
   } finally {
     await connection?.close().catch(() => undefined);
-    await Promise.all(workers.map(stopWorkerProcess));
+    await Promise.all(workers.map((w) => stopWorkerProcess(w)));
     await server.stop();
     rmSync(dbFile, { force: true });
     for (const suffix of ['-wal', '-shm', '-journal']) rmSync(dbFile + suffix, { force: true });

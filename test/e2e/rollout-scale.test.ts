@@ -93,7 +93,7 @@ beforeAll(() => {
 afterAll(async () => {
   await connection?.close();
   // The VMs live inside the host workers: stopping them stops every simulated QEMU.
-  await Promise.all(workers.map(stopWorkerProcess));
+  await Promise.all(workers.map((w) => stopWorkerProcess(w)));
   await server?.stop();
   tmp?.cleanup();
 });

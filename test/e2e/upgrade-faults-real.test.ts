@@ -2,59 +2,26 @@
 // mid-migration, a migration whose progress stalls, and a host worker killed mid-migration and restarted.
 // Each ends with the VM running in exactly one process and the workflow's result saying what happened.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
-import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { readVmRecord, type VmRecord } from '../../activities/host/vm-record';
 import { launchVm } from '../../activities/host/vm-launch';
 import { parseVmSpec } from '../../activities/host/vm-spec';
-import { QmpClient } from '../../activities/qmp/client';
 import { projectRoot, qemu10, qemu72, requireQemu } from '../../infra/real-parts';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
-import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
+import { writeCounterGuest } from '../helpers/counter-guest';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { killQemusUnder } from '../helpers/cleanup';
+import { counterOf, qmpOf, qemuProcessesOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(240_000);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function qmpOf<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {
-  const q = await QmpClient.connect(socket);
-  try {
-    return await use(q);
-  } finally {
-    await q.close();
-  }
-}
-
-const counter = (socket: string) =>
-  qmpOf(socket, async (q) =>
-    parseCounter(String(await q.execute('human-monitor-command', { 'command-line': 'x /1wx 0x7e00' }))),
-  );
-
-/** Live QEMU processes whose command line names this VM (`-name guest=<id>`) under this runtime folder. */
-function qemuProcessesOf(config: HostConfig, vmId: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    try {
-      const argv = require('node:fs').readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0') as string[];
-      if (argv.includes(`guest=${vmId}`) && argv.some((a) => a.includes(config.runtimeDir)) && isProcessAlive(pid)) {
-        out.push(pid);
-      }
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 /** The destination's pid once the saga has started it (its process file appears under run/). */
 async function waitForDestination(config: HostConfig, vmId: string, generation: number): Promise<number> {
@@ -141,12 +108,12 @@ describe('upgradeVm under faults (real QEMU)', () => {
   async function expectStillOnSource(before: VmRecord): Promise<void> {
     const record = await readVmRecord(config.runtimeDir, before.id);
     expect(record).toMatchObject({ generation: before.generation, pid: before.pid, binary: { label: '7.2' } });
-    expect(qemuProcessesOf(config, before.id)).toEqual([before.pid]);
+    expect(qemuProcessesOf(config.runtimeDir, before.id)).toEqual([before.pid]);
     const status = await qmpOf(before.qmpSocket, (q) => q.execute('query-status'));
     expect(status).toMatchObject({ status: 'running', running: true });
-    const a = await counter(before.qmpSocket);
+    const a = await counterOf(before.qmpSocket);
     await sleep(200);
-    expect(await counter(before.qmpSocket)).toBeGreaterThan(a);
+    expect(await counterOf(before.qmpSocket)).toBeGreaterThan(a);
   }
 
   test('the destination crashes mid-migration: rolled back, the source keeps running', async () => {
@@ -197,10 +164,10 @@ describe('upgradeVm under faults (real QEMU)', () => {
       expect(result.migration?.reconciled).toBe(true);
       const after = await readVmRecord(config.runtimeDir, vm.id);
       expect(after).toMatchObject({ generation: vm.generation + 1, binary: { label: '10.0.2' } });
-      expect(qemuProcessesOf(config, vm.id)).toEqual([after!.pid]);
-      const a = await counter(after!.qmpSocket);
+      expect(qemuProcessesOf(config.runtimeDir, vm.id)).toEqual([after!.pid]);
+      const a = await counterOf(after!.qmpSocket);
       await sleep(200);
-      expect(await counter(after!.qmpSocket)).toBeGreaterThan(a);
+      expect(await counterOf(after!.qmpSocket)).toBeGreaterThan(a);
     } finally {
       first?.kill('SIGKILL');
       second?.kill('SIGTERM');

@@ -3,8 +3,7 @@
 // mid-migration and started again on its SQLite file and port. The orchestrator and the host worker are real
 // separate processes (`bin/fleet-upgrade.js`, built into dist/). Each case ends with the VM upgraded, running
 // in exactly one QEMU process that its record names, and the counter guest still counting.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
@@ -18,18 +17,19 @@ import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { readVmRecord, type VmRecord } from '../../activities/host/vm-record';
 import { launchVm } from '../../activities/host/vm-launch';
 import { parseVmSpec } from '../../activities/host/vm-spec';
-import { QmpClient } from '../../activities/qmp/client';
 import type { MigrationProgress } from '../../activities/upgrade/api';
 import { resumeMarker } from '../../activities/upgrade/migrate';
 import { startDevServer, type DevServer } from '../../infra/devserver';
-import { projectRoot, qemu10, qemu72, requireQemu } from '../../infra/real-parts';
+import { startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../../infra/worker-processes';
+import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import { searchAttributeTypes } from '../../workflows/search-attributes';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { connectClient } from '../../workers/temporal-connection';
 import { killQemusUnder } from '../helpers/cleanup';
-import { parseCounter, writeCounterGuest } from '../helpers/counter-guest';
+import { writeCounterGuest } from '../helpers/counter-guest';
+import { counterOf, qemuProcessesOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(150_000);
@@ -52,86 +52,6 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
     }
     await sleep(everyMs);
   }
-}
-
-async function qmpOf<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {
-  const q = await QmpClient.connect(socket);
-  try {
-    return await use(q);
-  } finally {
-    await q.close();
-  }
-}
-
-const counter = (socket: string) =>
-  qmpOf(socket, async (q) =>
-    parseCounter(String(await q.execute('human-monitor-command', { 'command-line': 'x /1wx 0x7e00' }))),
-  );
-
-/** Live QEMU processes whose command line names this VM (`-name guest=<id>`) under this runtime folder. */
-function qemuProcessesOf(config: HostConfig, vmId: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (argv.includes(`guest=${vmId}`) && argv.some((a) => a.includes(config.runtimeDir)) && isProcessAlive(pid)) {
-        out.push(pid);
-      }
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
-/** A worker of ours as a real separate process, ready once it printed its " polling" line. */
-interface WorkerProcess {
-  name: string;
-  child: ChildProcess;
-  exited: Promise<void>;
-  alive(): boolean;
-  output(): string;
-}
-
-const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
-
-async function startWorker(name: string, args: string[], env: NodeJS.ProcessEnv, logFile: string) {
-  const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const append = (d: Buffer) => {
-    out += d.toString();
-    writeFileSync(logFile, d, { flag: 'a' });
-  };
-  child.stdout?.on('data', append);
-  child.stderr?.on('data', append);
-  const w: WorkerProcess = {
-    name,
-    child,
-    exited: new Promise((r) => child.once('exit', () => r())),
-    alive: () => child.exitCode === null && child.signalCode === null,
-    output: () => out,
-  };
-  try {
-    // Bundling the workflows takes the orchestrator seconds, more on a busy machine.
-    await until(`${name} polling`, 90_000, async () => {
-      if (!w.alive()) throw new Error(`${name} exited during start (${child.exitCode ?? child.signalCode})`);
-      return / polling\n/.test(out) ? true : undefined;
-    });
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw new Error(`${String(err)}\n${out.slice(-2000)}`);
-  }
-  return w;
-}
-
-async function stopWorker(w: WorkerProcess | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (!w || !w.alive()) return;
-  w.child.kill(signal);
-  const t = setTimeout(() => w.child.kill('SIGKILL'), 20_000);
-  await w.exited;
-  clearTimeout(t);
 }
 
 /** The destination's pid once the saga has started it (its process file appears under run/). */
@@ -200,7 +120,7 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
 
   const logOf = (name: string) => path.join(tmp.path, `${name}.log`);
   const orchestrator = async () => {
-    const w = await startWorker('orchestrator', ['orchestrator-worker'], env, logOf('orchestrator'));
+    const w = await startWorkerProcess('orchestrator', ['orchestrator-worker'], env, logOf('orchestrator'), [], 90_000);
     workers.add(w);
     return w;
   };
@@ -237,12 +157,19 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
         temporal: { address: server.address, namespace: server.namespace },
       }),
     );
-    host = await startWorker('host worker', ['host-worker', '--config', configFile], env, logOf('host-worker'));
+    host = await startWorkerProcess(
+      'host worker',
+      ['host-worker', '--config', configFile],
+      env,
+      logOf('host-worker'),
+      [],
+      90_000,
+    );
   });
 
   afterAll(async () => {
-    for (const w of workers) await stopWorker(w, 'SIGKILL');
-    await stopWorker(host);
+    for (const w of workers) await stopWorkerProcess(w, 'SIGKILL');
+    await stopWorkerProcess(host);
     await client?.connection.close().catch(() => undefined);
     await server?.stop();
     if (tmp) killQemusUnder(tmp.path);
@@ -250,7 +177,7 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
   });
 
   afterEach(async () => {
-    for (const w of workers) await stopWorker(w, 'SIGKILL');
+    for (const w of workers) await stopWorkerProcess(w, 'SIGKILL');
     workers.clear();
   });
 
@@ -325,12 +252,12 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
     expect(result.migration).toBeDefined();
     const after = await readVmRecord(config.runtimeDir, vm.id);
     expect(after).toMatchObject({ generation: vm.generation + 1, binary: { label: '10.0.2' } });
-    expect(qemuProcessesOf(config, vm.id)).toEqual([after!.pid]);
+    expect(qemuProcessesOf(config.runtimeDir, vm.id)).toEqual([after!.pid]);
     expect(isProcessAlive(vm.pid)).toBe(false);
-    const a = await counter(after!.qmpSocket);
+    const a = await counterOf(after!.qmpSocket);
     expect(a).toBeGreaterThan(counted);
     await until('the counter rises on the destination', 10_000, async () =>
-      (await counter(after!.qmpSocket)) > a ? true : undefined,
+      (await counterOf(after!.qmpSocket)) > a ? true : undefined,
     );
     expect(host?.alive()).toBe(true);
     return after!;
@@ -339,7 +266,7 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
   test('the orchestrator worker is killed mid-migration and a new one started: the VM is upgraded', async () => {
     const first = await orchestrator();
     const vm = await launch();
-    const counted = await counter(vm.qmpSocket);
+    const counted = await counterOf(vm.qmpSocket);
     const handle = await start(vm.id, { bandwidthLimitMiBps: slow });
     const progress = await waitForActiveMigration(handle, vm);
     const killedAt = Date.now();
@@ -361,7 +288,7 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
   test('the orchestrator worker is down through the switchover: the guest resumes without it, its pause stays short', async () => {
     const first = await orchestrator();
     const vm = await launch();
-    const counted = await counter(vm.qmpSocket);
+    const counted = await counterOf(vm.qmpSocket);
     const handle = await start(vm.id, { bandwidthLimitMiBps: slow });
     await waitForActiveMigration(handle, vm);
     const killedAt = Date.now();
@@ -376,10 +303,10 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
     expect(resumedAt(vm)).toBeGreaterThan(killedAt);
     // No activity runs now (nothing schedules one), so the destination's monitor is free: the guest runs there.
     const destinationQmp = socketPath(config.runtimeDir, vm.id, vm.generation + 1, 'qmp');
-    const onDestination = await counter(destinationQmp);
+    const onDestination = await counterOf(destinationQmp);
     expect(onDestination).toBeGreaterThan(counted);
     await until('the guest counts on the destination, no orchestrator running', 10_000, async () =>
-      (await counter(destinationQmp)) > onDestination ? true : undefined,
+      (await counterOf(destinationQmp)) > onDestination ? true : undefined,
     );
     const downMs = Date.now() - killedAt;
     await orchestrator();
@@ -405,7 +332,7 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
   async function serverRestartedMidMigration(downAfterSwitchoverMs: number, expectRetry: boolean) {
     const orch = await orchestrator();
     const vm = await launch();
-    const counted = await counter(vm.qmpSocket);
+    const counted = await counterOf(vm.qmpSocket);
     const handle = await start(vm.id, { bandwidthLimitMiBps: slow });
     await waitForActiveMigration(handle, vm);
     const killedAt = Date.now();
