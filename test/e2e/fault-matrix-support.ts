@@ -7,7 +7,7 @@
 // wrapper at the moment the saga launches the destination (the source's monitor is free then: the
 // start-destination activity has closed it). Nothing here connects to a monitor an activity may hold.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
@@ -594,21 +594,9 @@ async function checkInvariants(
 // ---------------------------------------------------------------------------------------------------------
 // Cleanup and the report
 
-/** Simulated QEMUs run as `node …/qemu-sim.js …` (argv[0] is node), which the helper's name check misses. */
+/** Every QEMU and simulated QEMU of a case's folder (the trailing slash keeps /x/h1 from matching /x/h10). */
 export function killSimulatorsUnder(dir: string): void {
-  const under = dir.endsWith('/') ? dir : `${dir}/`;
-  killQemusUnder(under);
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv.some((a) => a.endsWith('qemu-sim.js')) && argv.some((a) => a.includes(under))) {
-        process.kill(Number(entry), 'SIGKILL');
-      }
-    } catch {
-      /* gone */
-    }
-  }
+  killQemusUnder(dir.endsWith('/') ? dir : `${dir}/`);
 }
 
 export interface Row {

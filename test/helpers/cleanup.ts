@@ -1,5 +1,6 @@
 // QEMU processes are started detached (they outlive the worker that launched them), so a test must stop
-// the ones it caused: every QEMU whose command line names a path under its folder.
+// the ones it caused: every QEMU — or QEMU simulator process (`node …/qemu-sim.js`, whose argv[0] is node) —
+// whose command line names a path under its folder.
 import { readdirSync, readFileSync } from 'node:fs';
 
 export function qemuPidsUnder(dir: string): number[] {
@@ -8,7 +9,8 @@ export function qemuPidsUnder(dir: string): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv[0]?.includes('qemu') && argv.some((a) => a.includes(dir))) pids.push(Number(entry));
+      const isQemu = argv[0]?.includes('qemu') || argv.some((a) => a.endsWith('qemu-sim.js'));
+      if (isQemu && argv.some((a) => a.includes(dir))) pids.push(Number(entry));
     } catch {
       /* gone */
     }
