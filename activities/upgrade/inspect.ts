@@ -21,9 +21,19 @@ export async function inspectSource(config: HostConfig, input: { vmId: string })
   const ref = { generation: record.generation, label: record.binary.label };
   const process = await requireLiveProcess(config, input.vmId, ref, 'source');
   const caps = await withQmp(config, process, async (qmp) => probeVm(qmp, await knownFeatures(config, ref.label)));
-  if (caps.status !== 'running' && caps.status !== 'paused') {
+  if (caps.status === 'paused') {
+    // The switchover resumes the guest on the destination, and a rollback resumes the source: either would
+    // start a guest somebody stopped — or, for a source a failed upgrade left paused because its destination
+    // may have run, resume a stale state. Refused, nothing touched; the operator decides.
     throw ApplicationFailure.nonRetryable(
-      `source QEMU of ${input.vmId} is ${caps.status}, not running or paused`,
+      `source QEMU of ${input.vmId} is paused: upgrading would resume it. Resume it first if that is safe ` +
+        `(a source left paused by a failed upgrade may hold a stale state), then retry`,
+      failureTypes.notAllowed,
+    );
+  }
+  if (caps.status !== 'running') {
+    throw ApplicationFailure.nonRetryable(
+      `source QEMU of ${input.vmId} is ${caps.status}, not running`,
       failureTypes.migrationFailed,
     );
   }
