@@ -213,6 +213,25 @@ export function isProcessAlive(pid: number, expectArg?: string): boolean {
   return true;
 }
 
+/**
+ * Whether a process is gone together with everything it held. A killed multi-threaded process (QEMU, or
+ * Node) shows its main thread as a zombie while its other threads are still exiting, and those hold the
+ * shared file table — its sockets and TAP fds — until the last one is gone. So a zombie counts as released
+ * only once it is down to that one thread.
+ */
+function processReleased(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return true;
+  }
+  const status = readProc(pid, 'status');
+  if (status === undefined) return true;
+  const state = /^State:\s+(\S)/m.exec(status)?.[1];
+  const threads = Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? 1);
+  return (state === 'Z' || state === 'X') && threads <= 1;
+}
+
 export type KillOutcome = 'not-running' | 'terminated' | 'killed';
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
@@ -221,7 +240,7 @@ export async function killQemu(pid: number, opts: { graceMs: number; expectArg?:
   if (!isProcessAlive(pid, opts.expectArg)) return 'not-running';
   const waitGone = async (ms: number) => {
     const until = Date.now() + ms;
-    while (isProcessAlive(pid)) {
+    while (!processReleased(pid)) {
       if (Date.now() >= until) return false;
       await sleep(20);
     }
