@@ -7,16 +7,13 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
 import { readVmRecord, type VmRecord } from '../../activities/host/vm-record';
-import { launchVm } from '../../activities/host/vm-launch';
-import { parseVmSpec } from '../../activities/host/vm-spec';
 import { projectRoot, qemu10, qemu72, requireQemu } from '../../infra/real-parts';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
-import { writeCounterGuest } from '../helpers/counter-guest';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { killQemusUnder } from '../helpers/cleanup';
-import { counterOf, qmpOf, qemuProcessesOf } from '../helpers/real-upgrade';
+import { counterOf, launchCounterVm, qmpOf, qemuProcessesOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(240_000);
@@ -83,18 +80,8 @@ describe('upgradeVm under faults (real QEMU)', () => {
     tmp?.cleanup();
   });
 
-  async function launch(memoryMiB = 64): Promise<VmRecord> {
-    const id = `vm${++n}`;
-    const disk = writeCounterGuest(path.join(tmp.path, `${id}.img`));
-    const spec = parseVmSpec({
-      id,
-      binary: '7.2',
-      machine: 'pc-i440fx-7.2',
-      accel: 'tcg',
-      memoryMiB,
-      drives: [{ id: 'disk0', file: disk, format: 'raw', interface: 'ide' }],
-    });
-    return launchVm({ config, spec });
+  function launch(memoryMiB = 64): Promise<VmRecord> {
+    return launchCounterVm(config, tmp.path, `vm${++n}`, memoryMiB);
   }
 
   function start(vmId: string, policy: Partial<MigrationPolicy>) {

@@ -15,8 +15,6 @@ import { activityPollers } from '../../activities/fleet/task-queues';
 import { socketPath } from '../../activities/host/paths';
 import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { readVmRecord, type VmRecord } from '../../activities/host/vm-record';
-import { launchVm } from '../../activities/host/vm-launch';
-import { parseVmSpec } from '../../activities/host/vm-spec';
 import type { MigrationProgress } from '../../activities/upgrade/api';
 import { resumeMarker } from '../../activities/upgrade/migrate';
 import { startDevServer, type DevServer } from '../../infra/devserver';
@@ -28,8 +26,7 @@ import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { connectClient } from '../../workers/temporal-connection';
 import { killQemusUnder } from '../helpers/cleanup';
-import { writeCounterGuest } from '../helpers/counter-guest';
-import { counterOf, qemuProcessesOf } from '../helpers/real-upgrade';
+import { counterOf, launchCounterVm, qemuProcessesOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(150_000);
@@ -181,18 +178,8 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
     workers.clear();
   });
 
-  async function launch(memoryMiB = 64): Promise<VmRecord> {
-    const id = `vm${++n}`;
-    const disk = writeCounterGuest(path.join(tmp.path, `${id}.img`));
-    const spec = parseVmSpec({
-      id,
-      binary: '7.2',
-      machine: 'pc-i440fx-7.2',
-      accel: 'tcg',
-      memoryMiB,
-      drives: [{ id: 'disk0', file: disk, format: 'raw', interface: 'ide' }],
-    });
-    return launchVm({ config, spec });
+  function launch(memoryMiB = 64): Promise<VmRecord> {
+    return launchCounterVm(config, tmp.path, `vm${++n}`, memoryMiB);
   }
 
   function start(vmId: string, policy: Partial<MigrationPolicy>) {

@@ -1,9 +1,15 @@
 // Readings of a VM under upgrade on real QEMU, shared by the real-QEMU fault and restart tests: a short QMP
-// conversation, the counter guest's value, and the QEMU processes /proc shows for a VM.
+// conversation, the counter guest's value, the QEMU processes /proc shows for a VM, and a counter-guest VM
+// launched on QEMU 7.2 the product's way.
 import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { HostConfig } from '../../activities/host/config';
 import { isProcessAlive } from '../../activities/host/qemu-launcher';
+import { launchVm } from '../../activities/host/vm-launch';
+import { parseVmSpec } from '../../activities/host/vm-spec';
+import type { VmRecord } from '../../activities/host/vm-record';
 import { QmpClient } from '../../activities/qmp/client';
-import { parseCounter } from './counter-guest';
+import { parseCounter, writeCounterGuest } from './counter-guest';
 
 /** Connect, run `use`, close. Only while no activity may hold the monitor: it serves one client at a time. */
 export async function qmpOf<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {
@@ -37,4 +43,18 @@ export function qemuProcessesOf(runtimeDir: string, vmId: string): number[] {
     }
   }
   return out;
+}
+
+/** A VM `id` on the host's `7.2` build running the counter guest from a disk under `dir`, recorded. */
+export function launchCounterVm(config: HostConfig, dir: string, id: string, memoryMiB = 64): Promise<VmRecord> {
+  const disk = writeCounterGuest(path.join(dir, `${id}.img`));
+  const spec = parseVmSpec({
+    id,
+    binary: '7.2',
+    machine: 'pc-i440fx-7.2',
+    accel: 'tcg',
+    memoryMiB,
+    drives: [{ id: 'disk0', file: disk, format: 'raw', interface: 'ide' }],
+  });
+  return launchVm({ config, spec });
 }
