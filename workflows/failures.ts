@@ -8,6 +8,8 @@ export const failureTypes = {
   processLost: 'ProcessLost',
   staleSource: 'StaleSource',
   verificationFailed: 'VerificationFailed',
+  /** A destination QEMU exited by itself before it was ready: the same launch would fail the same way. */
+  launchFailed: 'LaunchFailed',
 } as const;
 
 export type FailureType = (typeof failureTypes)[keyof typeof failureTypes];

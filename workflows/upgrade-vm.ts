@@ -22,7 +22,14 @@ import type {
   SourceInspection,
 } from '../activities/upgrade/api';
 import { failureTypes } from './failures';
-import { agreedTransferList, decide, type MigrationPlan, type TargetFacts } from './decisions/plan';
+import {
+  agreedTransferList,
+  decide,
+  type BackendPlan,
+  type MigrationPlan,
+  type RamMode,
+  type TargetFacts,
+} from './decisions/plan';
 import { completionTimeoutSec, withDefaults, type MigrationPolicy } from './decisions/policy';
 import { phaseKey } from './search-attributes';
 
@@ -56,6 +63,10 @@ export interface UpgradeVmResult {
   to?: { label: string; version?: string };
   strategy?: MigrationPlan['strategy'];
   transferredBackends: string[];
+  /** How each network backend reaches the destination, and why. */
+  backends?: BackendPlan[];
+  /** Guest RAM shared by both processes or copied through the stream. */
+  ram?: RamMode;
   /** Why it did not upgrade, or what went wrong on the way. */
   reason?: string;
   migration?: MigrationOutcome;
@@ -67,6 +78,8 @@ export interface UpgradeVmProgress {
   phase: Phase;
   strategy?: MigrationPlan['strategy'];
   transferredBackends: string[];
+  backends?: BackendPlan[];
+  ram?: RamMode;
   migration?: MigrationProgress;
   outcome?: UpgradeOutcome;
   reason?: string;
@@ -227,6 +240,8 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
   const note = (p: MigrationPlan) => {
     result.strategy = progress.strategy = p.strategy;
     result.transferredBackends = progress.transferredBackends = p.transferBackends;
+    if (p.backends) result.backends = progress.backends = p.backends;
+    if (p.ram) result.ram = progress.ram = p.ram;
   };
   note(plan);
 

@@ -118,6 +118,14 @@ export const HostConfigSchema = z
       .record(safeLabel, BinarySchema)
       .refine((b) => Object.keys(b).length > 0, 'must allow at least one QEMU binary'),
     limits: LimitsSchema.prefault({}),
+    /**
+     * The network namespace this host's QEMUs start in (`ip netns exec`), where the taps of its VMs live.
+     * For hosts that keep VM networking apart from the host's own; most hypervisors leave it out.
+     */
+    netns: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be a network namespace name')
+      .optional(),
     temporal: TemporalSchema.prefault({}),
     /**
      * VMs the host worker launches when it starts (`fleet-upgrade host-worker`), skipping any whose record

@@ -29,6 +29,10 @@ export interface LaunchQemuOptions {
    * whose monitor only comes up once the source migrates, a socket file exists (nothing connects to it).
    */
   ready?: 'qmp' | { socketFile: string };
+  /** Start QEMU inside this network namespace (`ip netns exec`); its pid stays QEMU's own. */
+  netns?: string;
+  /** Fds of ours the QEMU inherits as 3, 4, … in this order (handed-over taps); the caller closes them. */
+  passFds?: number[];
 }
 
 export interface LaunchedQemu {
@@ -48,6 +52,9 @@ export class QemuLaunchError extends Error {
     super(`${message}${logTail ? `; log tail:\n${logTail}` : ''}`);
   }
 }
+
+/** iproute2, for `ip netns exec`. */
+export const IP_BINARY = '/usr/sbin/ip';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -136,9 +143,11 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
       fd,
       `--- ${new Date().toISOString()} launching ${o.role} of ${o.vmId} (generation ${o.generation}): ${o.binary} ${o.args.join(' ')}\n`,
     );
-    child = spawn(o.binary, o.args, {
+    // `ip netns exec` execs QEMU in place, so the pid we record is QEMU's.
+    const [cmd, argv] = o.netns ? [IP_BINARY, ['netns', 'exec', o.netns, o.binary, ...o.args]] : [o.binary, o.args];
+    child = spawn(cmd, argv, {
       detached: true,
-      stdio: ['ignore', fd, fd],
+      stdio: ['ignore', fd, fd, ...(o.passFds ?? [])],
       cwd: o.runtimeDir,
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...o.env },
     });

@@ -98,6 +98,7 @@ export async function launchVm({ config, spec, auxRamShare = 'auto' }: LaunchVmO
       generation,
       env: bin.env,
       timeoutMs: config.limits.launchTimeoutMs,
+      ...(config.netns ? { netns: config.netns } : {}),
     });
     try {
       const qmp = await QmpClient.connect(launched.qmpSocket, { timeoutMs: config.limits.qmpTimeoutMs });

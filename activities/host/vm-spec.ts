@@ -31,14 +31,24 @@ export const NetdevSchema = z
     ifname: ifName.optional(),
     /** tap only: enable the virtio-net header. */
     vnetHdr: z.boolean().optional(),
+    /** tap only: queues of a multiqueue tap (its virtio-net device gets `mq=on`). */
+    queues: z.int().min(1).max(16).optional(),
+    /** tap only: vhost-net in the host kernel (`vhost=on`). */
+    vhost: z.boolean().optional(),
+    /** tap only: the bridge the tap is on. Lets an upgrade re-create the tap (a new one on this bridge). */
+    bridge: ifName.optional(),
     /** vhost-user only: the backend's UNIX socket. */
     chardevPath: absPath.optional(),
   })
   .superRefine((n, ctx) => {
     if (n.type !== 'tap' && n.ifname !== undefined)
       ctx.addIssue({ code: 'custom', path: ['ifname'], message: 'only for type tap' });
-    if (n.type !== 'tap' && n.vnetHdr !== undefined)
-      ctx.addIssue({ code: 'custom', path: ['vnetHdr'], message: 'only for type tap' });
+    for (const field of ['vnetHdr', 'queues', 'vhost', 'bridge'] as const) {
+      if (n.type !== 'tap' && n[field] !== undefined)
+        ctx.addIssue({ code: 'custom', path: [field], message: 'only for type tap' });
+    }
+    if (n.type === 'tap' && n.bridge !== undefined && n.ifname === undefined)
+      ctx.addIssue({ code: 'custom', path: ['ifname'], message: 'is required with bridge' });
     if (n.type === 'vhost-user' && !n.chardevPath)
       ctx.addIssue({ code: 'custom', path: ['chardevPath'], message: 'is required for type vhost-user' });
     if (n.type !== 'vhost-user' && n.chardevPath)
@@ -71,6 +81,15 @@ export const VmSpecSchema = z
     memoryBackend: z.enum(['memfd', 'file', 'ram']).default('memfd'),
     memoryShared: z.boolean().default(true),
     cpus: z.int().min(1).max(1024).default(1),
+    /** Direct kernel boot: the kernel, its initramfs and its command line. */
+    kernel: absPath.optional(),
+    initrd: absPath.optional(),
+    append: z
+      .string()
+      .regex(/^[A-Za-z0-9=/._ ,:+-]{0,1024}$/, 'must be a kernel command line of letters, digits, spaces and =/._,:+-')
+      .optional(),
+    /** The first serial port's output, appended to this file by every QEMU process of the VM. */
+    serialLog: absPath.optional(),
     drives: z.array(DriveSchema).default([]),
     netdevs: z.array(NetdevSchema).default([]),
     devices: z.array(DeviceSchema).default([]),
@@ -101,6 +120,8 @@ export const VmSpecSchema = z
         });
       }
     });
+    if ((s.initrd !== undefined || s.append !== undefined) && s.kernel === undefined)
+      ctx.addIssue({ code: 'custom', path: ['kernel'], message: 'is required with initrd or append' });
     if (s.netdevs.some((n) => n.type === 'vhost-user') && !(s.memoryShared && s.memoryBackend !== 'ram')) {
       ctx.addIssue({ code: 'custom', path: ['memoryShared'], message: 'vhost-user needs shared memfd or file memory' });
     }
@@ -130,6 +151,14 @@ interface CommonArgsOptions {
   memFile?: string;
 }
 
+/** What the host worker hands a destination besides the migration stream (see activities/host/fd-handover.ts). */
+export interface Handover {
+  /** netdev id → the destination's fd numbers of the source's tap queues (inherited at spawn). */
+  tapFds: Record<string, number[]>;
+  /** The source's RAM as a file the destination maps (`/proc/<pid>/fd/<n>` of a memfd, or the RAM file). */
+  ramPath?: string;
+}
+
 export interface SourceArgsOptions extends CommonArgsOptions {
   mode: 'source';
   /** With `local`, tap netdevs carry the permit option so a later local migration may take them. */
@@ -148,6 +177,10 @@ export interface DestinationArgsOptions extends CommonArgsOptions {
   dialect: DialectName;
   /** The tap option of the `local` dialect this build accepts; default: the dialect's newest name. */
   tapPermitOption?: string;
+  /** Backends and RAM handed over by the host worker. */
+  handover?: Handover;
+  /** netdev id → the ifname of a tap re-created for this destination. */
+  recreatedTaps?: Record<string, string>;
 }
 
 export type QemuArgsOptions = SourceArgsOptions | DestinationArgsOptions;
@@ -214,13 +247,27 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
 
   const size = `${spec.memoryMiB}M`;
   const share = onOff(spec.memoryShared);
-  if (spec.memoryBackend === 'memfd') {
+  const ramPath = dst?.handover?.ramPath;
+  if (ramPath !== undefined) {
+    // The very pages the source runs on; the stream skips them (x-ignore-shared on both sides).
+    args.push('-object', opts('memory-backend-file', { id: 'pc.ram', size, 'mem-path': ramPath, share: 'on' }));
+  } else if (spec.memoryBackend === 'memfd') {
     args.push('-object', opts('memory-backend-memfd', { id: 'pc.ram', size, share }));
   } else if (spec.memoryBackend === 'file') {
     if (!o.memFile) throw new ConfigError('memFile', 'memoryBackend file needs a memFile path');
     args.push('-object', opts('memory-backend-file', { id: 'pc.ram', size, 'mem-path': o.memFile, share }));
   } else {
     args.push('-object', opts('memory-backend-ram', { id: 'pc.ram', size, share }));
+  }
+
+  if (spec.kernel !== undefined) {
+    args.push('-kernel', spec.kernel);
+    if (spec.initrd !== undefined) args.push('-initrd', spec.initrd);
+    if (spec.append !== undefined) args.push('-append', spec.append);
+  }
+  if (spec.serialLog !== undefined) {
+    args.push('-chardev', opts('file', { id: 'serial0', path: spec.serialLog, append: 'on' }));
+    args.push('-serial', 'chardev:serial0');
   }
 
   for (const d of spec.drives) {
@@ -242,15 +289,26 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
     } else if (handed && dialect === 'local') {
       // The fd arrives in the migration stream: no ifname, no vnet_hdr.
       args.push('-netdev', opts('tap', { id: n.id, script: 'no', downscript: 'no', [permit]: 'on' }));
+    } else if (dst?.handover?.tapFds[n.id] !== undefined) {
+      // The source's own queue fds, inherited at spawn. With fd(s)= QEMU refuses ifname, script and
+      // vnet_hdr: it asks the fd itself.
+      const fds = dst.handover.tapFds[n.id]!;
+      const vhost = n.vhost === undefined ? undefined : onOff(n.vhost);
+      args.push(
+        '-netdev',
+        opts('tap', { id: n.id, ...(fds.length > 1 ? { fds: fds.join(':') } : { fd: String(fds[0]) }), vhost }),
+      );
     } else {
       args.push(
         '-netdev',
         opts('tap', {
           id: n.id,
-          ifname: n.ifname,
+          ifname: dst?.recreatedTaps?.[n.id] ?? n.ifname,
           script: 'no',
           downscript: 'no',
           vnet_hdr: n.vnetHdr === undefined ? undefined : onOff(n.vnetHdr),
+          queues: n.queues === undefined || n.queues === 1 ? undefined : String(n.queues),
+          vhost: n.vhost === undefined ? undefined : onOff(n.vhost),
           [permit]: dialect === 'local' ? 'on' : undefined,
         }),
       );
@@ -265,9 +323,19 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
       dialect === 'backend-transfer-bool' &&
       d.netdev !== undefined &&
       (dst ? transfer.has(d.netdev) : isHostBackend(d.netdev));
+    // A virtio-net device on a multiqueue tap: mq on, a vector per queue each way plus config and control.
+    const queues = spec.netdevs.find((n) => n.id === d.netdev)?.queues ?? 1;
+    const mq = queues > 1 && d.driver.startsWith('virtio-net');
     args.push(
       '-device',
-      opts(d.driver, { id: d.id, netdev: d.netdev, drive: d.drive, 'backend-transfer': bt ? 'on' : undefined }),
+      opts(d.driver, {
+        id: d.id,
+        netdev: d.netdev,
+        drive: d.drive,
+        mq: mq ? 'on' : undefined,
+        vectors: mq ? String(2 * queues + 2) : undefined,
+        'backend-transfer': bt ? 'on' : undefined,
+      }),
     );
   }
 

@@ -8,8 +8,10 @@ import { queryGuestMemory, queryTransferable } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
 import { ensurePrivateDir } from '../host/fs-util';
 import { memFile, socketPath } from '../host/paths';
-import { killQemu, launchQemu } from '../host/qemu-launcher';
-import type { VmSpec } from '../host/vm-spec';
+import { createTap, recreatedTapName } from '../host/taps';
+import { closeFds, FdHandoverError, ramMemfdOf, takeFds, tapFdsOf } from '../host/fd-handover';
+import { killQemu, launchQemu, QemuLaunchError } from '../host/qemu-launcher';
+import type { Handover, VmSpec } from '../host/vm-spec';
 import { buildQemuArgs } from '../host/vm-spec';
 import type { DestinationStarted, HostActivities } from './api';
 import {
@@ -70,33 +72,134 @@ export async function startDestination(config: HostConfig, input: StartInput): P
   const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
   const mem = record.spec.memoryBackend === 'file' ? memFile(config.runtimeDir, vmId) : undefined;
   if (mem) await ensurePrivateDir(path.dirname(mem));
-  const args = buildQemuArgs(record.spec, {
-    mode: 'destination',
-    qmpSocket,
-    dataDirs: binary.dataDirs,
-    auxRamShare: memory.auxRamShare === true,
-    memFile: mem,
-    machineType: plan.machine,
-    incoming: plan.strategy === 'cpr-transfer' ? { kind: 'cpr-transfer', mainSocket, cprSocket } : { kind: 'defer' },
-    paused: true,
-    transferBackends: netdevsOf(record.spec, plan.transferBackends),
-    dialect: plan.dialect,
-  });
-  const launched = await launchQemu({
-    binary: binary.path,
-    args,
-    runtimeDir: config.runtimeDir,
-    vmId,
-    role: 'destination',
-    generation: input.destination.generation,
-    env: binary.env,
-    timeoutMs: config.limits.launchTimeoutMs,
-    ...(plan.strategy === 'cpr-transfer' ? { ready: { socketFile: cprSocket } } : {}),
-  });
-  await rememberProcess(config, vmId, input.destination.generation, binary.label, launched.pid);
+  const recreatedTaps = await recreateTaps(config, record.spec, input.destination.generation, plan);
+  const taken = takeHandover(record.spec, source.pid, plan);
+  try {
+    const args = buildQemuArgs(record.spec, {
+      mode: 'destination',
+      qmpSocket,
+      dataDirs: binary.dataDirs,
+      auxRamShare: memory.auxRamShare === true,
+      memFile: mem,
+      machineType: plan.machine,
+      incoming: plan.strategy === 'cpr-transfer' ? { kind: 'cpr-transfer', mainSocket, cprSocket } : { kind: 'defer' },
+      paused: true,
+      transferBackends: netdevsOf(record.spec, plan.transferBackends),
+      dialect: plan.dialect,
+      handover: taken.handover,
+    });
+    const launched = await launchQemu({
+      binary: binary.path,
+      args,
+      runtimeDir: config.runtimeDir,
+      vmId,
+      role: 'destination',
+      generation: input.destination.generation,
+      env: binary.env,
+      timeoutMs: config.limits.launchTimeoutMs,
+      ...(plan.strategy === 'cpr-transfer' ? { ready: { socketFile: cprSocket } } : {}),
+      ...(config.netns ? { netns: config.netns } : {}),
+      passFds: taken.fds,
+    }).catch((err: unknown) => {
+      throw failFastOnLaunch(err);
+    });
+    await rememberProcess(config, vmId, input.destination.generation, binary.label, launched.pid);
+  } finally {
+    // The destination holds its own copies now (or never started): ours are closed either way.
+    closeFds(taken.fds);
+  }
   if (plan.strategy === 'cpr-transfer') return { process: input.destination, transferable: null };
   const started = await requireLiveProcess(config, vmId, input.destination, 'destination');
   return { process: input.destination, transferable: await destinationTransferable(config, started, plan) };
+}
+
+/** The taps the plan re-creates: netdev id → the new interface, made on the VM's bridge. */
+export function recreatedTapsOf(spec: VmSpec, generation: number, plan: MigrationPlan): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const b of plan.backends ?? []) {
+    const n = spec.netdevs.find((x) => x.id === b.id);
+    if (b.mode === 'recreate' && n?.type === 'tap') out[b.id] = recreatedTapName(spec.id, b.id, generation);
+  }
+  return out;
+}
+
+async function recreateTaps(
+  config: HostConfig,
+  spec: VmSpec,
+  generation: number,
+  plan: MigrationPlan,
+): Promise<Record<string, string>> {
+  const taps = recreatedTapsOf(spec, generation, plan);
+  for (const [id, name] of Object.entries(taps)) {
+    const n = spec.netdevs.find((x) => x.id === id)!;
+    if (!n.bridge) {
+      throw ApplicationFailure.nonRetryable(
+        `tap ${id} names no bridge to re-create it on`,
+        failureTypes.migrationFailed,
+      );
+    }
+    await createTap(config.netns, name, n.bridge, { multiQueue: (n.queues ?? 1) > 1 });
+  }
+  return taps;
+}
+
+/**
+ * A QEMU that exited by itself before it was ready will exit the same way on a retry (a tap busy, an option
+ * the build refuses, a missing image): no retry, the saga rolls back at once with QEMU's own words.
+ */
+function failFastOnLaunch(err: unknown): unknown {
+  if (err instanceof QemuLaunchError && err.exitCode !== null && err.exitCode !== 0) {
+    return ApplicationFailure.nonRetryable(err.message, failureTypes.launchFailed);
+  }
+  return err;
+}
+
+/**
+ * Takes from the live source what the plan hands over: every queue fd of each handed-over tap, and, for
+ * shared RAM outside cpr-transfer, the path through which the destination maps the source's own RAM.
+ * The destination inherits the fds as 3, 4, … in the order of `fds`.
+ */
+export function takeHandover(
+  spec: VmSpec,
+  sourcePid: number,
+  plan: MigrationPlan,
+): { handover: Handover; fds: number[] } {
+  const handover: Handover = { tapFds: {} };
+  const fds: number[] = [];
+  const handed = (plan.backends ?? []).filter((b) => b.mode === 'handover');
+  try {
+    const held = handed.length ? tapFdsOf(sourcePid) : new Map<string, number[]>();
+    for (const b of handed) {
+      const ifname = spec.netdevs.find((n) => n.id === b.id)?.ifname;
+      const queueFds = ifname ? held.get(ifname) : undefined;
+      if (!queueFds?.length) {
+        throw ApplicationFailure.nonRetryable(
+          `the source QEMU (pid ${sourcePid}) holds no fd of tap ${ifname ?? b.id} to hand over`,
+          failureTypes.migrationFailed,
+        );
+      }
+      const mine = takeFds(sourcePid, queueFds);
+      handover.tapFds[b.id] = mine.map((_, i) => 3 + fds.length + i);
+      fds.push(...mine);
+    }
+    if (plan.ram === 'shared' && plan.strategy !== 'cpr-transfer') {
+      const ramFd = ramMemfdOf(sourcePid, spec.memoryMiB * 1024 * 1024, spec.memoryBackend === 'file');
+      if (ramFd === undefined) {
+        throw ApplicationFailure.nonRetryable(
+          `cannot find the guest RAM (${spec.memoryMiB} MiB) among the fds of the source QEMU (pid ${sourcePid})`,
+          failureTypes.migrationFailed,
+        );
+      }
+      // Opening /proc/<pid>/fd/<n> opens the very memfd or file the source maps.
+      handover.ramPath = `/proc/${sourcePid}/fd/${ramFd}`;
+    }
+    return { handover, fds };
+  } catch (err) {
+    closeFds(fds);
+    if (err instanceof FdHandoverError)
+      throw ApplicationFailure.nonRetryable(err.message, failureTypes.migrationFailed);
+    throw err;
+  }
 }
 
 async function isWaitingForMigration(config: HostConfig, p: Parameters<typeof connect>[1]): Promise<boolean> {

@@ -1,12 +1,14 @@
 // Step 1 of the saga: inspect the source as QEMU reports it, and step 2: probe the target binary.
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
-import type { TargetFacts } from '../../workflows/decisions/plan';
+import type { HandoverAbility, SourceBackend, SourceFacts, TargetFacts } from '../../workflows/decisions/plan';
 import { failureTypes } from '../../workflows/failures';
 import { featuresOf, probeBinary } from '../capabilities/binary-probe';
-import type { BuildFeatures } from '../capabilities/features';
+import type { BuildFeatures, GuestMemory } from '../capabilities/features';
 import { probeVm } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
+import { handoverAbility, tapFdsOf } from '../host/fd-handover';
+import { isSimulatedHandle } from '../host/sim-launcher';
 import type { VmSpec } from '../host/vm-spec';
 import type { SourceInspection } from './api';
 import { allowedBinary, requireLiveProcess, requireRecord, withQmp } from './processes';
@@ -47,7 +49,50 @@ export async function inspectSource(config: HostConfig, input: { vmId: string })
     strategies: caps.strategies,
     dialect: caps.backendTransfer.dialect,
     transferable: caps.backendTransfer.transferable ?? transferableFromSpec(record.spec),
+    ...backendFacts(record.spec, process.pid, caps.qemuVersion, caps.memory, caps.features.ignoreShared),
   };
+}
+
+/**
+ * The QEMU builds whose `x-ignore-shared` also skips memfd RAM: later builds skip only RAM backed by a named
+ * file (QEMU 8.0 tied it to RAM_NAMED_FILE), so a memfd source on them streams its RAM anyway.
+ */
+export function ignoreSharedSkipsMemfd(qemuVersion: string): boolean {
+  const major = Number(qemuVersion.split('.')[0]);
+  return Number.isFinite(major) && major < 8;
+}
+
+/** The facts about backends and RAM that decide how each reaches the destination (decideBackends, decideRam). */
+export function backendFacts(
+  spec: VmSpec,
+  pid: number,
+  qemuVersion: string,
+  memory: GuestMemory,
+  ignoreShared: boolean,
+): Pick<SourceFacts, 'backends' | 'ram' | 'handover'> {
+  const simulated = isSimulatedHandle(pid);
+  const handover: HandoverAbility = simulated
+    ? { possible: false, reason: 'a simulated QEMU has no fds to take' }
+    : handoverAbility();
+  const held = handover.possible ? tapFdsOf(pid) : new Map<string, number[]>();
+  const backends = spec.netdevs.map((n): SourceBackend => {
+    const device = spec.devices.find((d) => d.netdev === n.id)?.id;
+    return {
+      id: n.id,
+      type: n.type,
+      ...(device ? { device } : {}),
+      ...(n.ifname ? { ifname: n.ifname } : {}),
+      ...(n.type === 'tap' ? { queues: n.queues ?? 1, heldFds: n.ifname ? (held.get(n.ifname)?.length ?? 0) : 0 } : {}),
+      ...(n.bridge ? { bridge: n.bridge } : {}),
+    };
+  });
+  const backend =
+    memory.backend === 'memory-backend-memfd' ? 'memfd' : memory.backend === 'memory-backend-file' ? 'file' : 'ram';
+  const skipped =
+    ignoreShared &&
+    memory.shared &&
+    (backend === 'file' || (backend === 'memfd' && ignoreSharedSkipsMemfd(qemuVersion)));
+  return { backends, ram: { backend, shared: memory.shared, skippedWhenShared: skipped }, handover };
 }
 
 /** The source binary's features from the probe cache, when its label is still allow-listed. */

@@ -9,6 +9,8 @@ import { queryVersion } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
 import { socketPath } from '../host/paths';
 import { killQemu } from '../host/qemu-launcher';
+import { deleteTap, recreatedTapName, tapExists } from '../host/taps';
+import type { VmSpec } from '../host/vm-spec';
 import { readVmRecord, writeVmRecord } from '../host/vm-record';
 import type { QmpClient } from '../qmp/client';
 import type { HostActivities, ProcessRef, RollbackOutcome, Verification } from './api';
@@ -91,10 +93,16 @@ export async function finalize(config: HostConfig, input: Parameters<HostActivit
     const binary = allowedBinary(config, input.destination.label);
     // Keep the old process findable by generation, so a retry after a crash can still stop it.
     await rememberProcess(config, vmId, record.generation, record.binary.label, record.pid);
+    const recreated = await recreatedTaps(config, record.spec, input.destination.generation);
     await writeVmRecord(
       config.runtimeDir,
       {
         ...record,
+        // A re-created tap is the VM's interface from now on.
+        spec: {
+          ...record.spec,
+          netdevs: record.spec.netdevs.map((n) => (recreated[n.id] ? { ...n, ifname: recreated[n.id] } : n)),
+        },
         pid: destination.pid,
         qmpSocket: destination.qmpSocket,
         binary: { label: binary.label, path: binary.path },
@@ -115,6 +123,14 @@ export async function finalize(config: HostConfig, input: Parameters<HostActivit
   }
   const old = await findProcess(config, vmId, input.source);
   if (old) await stopProcess(config, old);
+  // The old taps of re-created backends, once no process holds them (the record names the new ones).
+  if (record.generation === input.source.generation) {
+    const recreated = await recreatedTaps(config, record.spec, input.destination.generation);
+    for (const id of Object.keys(recreated)) {
+      const oldName = record.spec.netdevs.find((n) => n.id === id)?.ifname;
+      if (oldName) await deleteTap(config.netns, oldName);
+    }
+  }
   await forgetProcess(config, vmId, input.source.generation);
   await forgetProcess(config, vmId, input.destination.generation);
   await removeLeftovers(config, vmId, input.destination.generation);
@@ -186,6 +202,12 @@ export async function rollback(
     actions.push(`killed the destination (pid ${destination.pid})`);
   }
   await forgetProcess(config, vmId, input.destination.generation);
+  if (record) {
+    for (const name of Object.values(await recreatedTaps(config, record.spec, input.destination.generation))) {
+      await deleteTap(config.netns, name);
+      actions.push(`deleted the re-created tap ${name}`);
+    }
+  }
 
   if (!sourceAlive) {
     actions.push('the source QEMU is gone: the VM is not running');
@@ -212,6 +234,17 @@ export async function rollback(
   if (resumed) actions.push('resumed the source');
   await removeLeftovers(config, vmId, input.destination.generation);
   return { runningIn: input.source as ProcessRef, actions };
+}
+
+/** The taps made for the destination of `generation` (see destination.ts), by netdev id. */
+async function recreatedTaps(config: HostConfig, spec: VmSpec, generation: number): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const n of spec.netdevs) {
+    if (n.type !== 'tap' || !n.bridge) continue;
+    const name = recreatedTapName(spec.id, n.id, generation);
+    if (await tapExists(config.netns, name)) out[n.id] = name;
+  }
+  return out;
 }
 
 /** A paused destination whose incoming migration completed. */

@@ -182,8 +182,12 @@ async function startMigration(
   const dialect = dialectByName(plan.dialect);
   const transferParams = plan.strategy === 'backend-transfer' ? dialect.migrationParameters(plan.transferBackends) : {};
   const events = { capability: 'events', state: true };
+  // Shared RAM stays where it is: both sides must skip it, or the stream would write into the pages the
+  // running source uses. So it is set on both sides, and never with copied RAM.
+  const ignoreShared = { capability: 'x-ignore-shared', state: plan.ram === 'shared' };
+  const sharedRam = plan.ram === 'shared' && plan.strategy !== 'cpr-transfer' ? [ignoreShared] : [];
   await src.execute('migrate-set-capabilities', {
-    capabilities: [events, { capability: 'auto-converge', state: policy.autoConverge }],
+    capabilities: [events, { capability: 'auto-converge', state: policy.autoConverge }, ...sharedRam],
   });
   await src.execute('migrate-set-parameters', {
     'downtime-limit': policy.downtimeLimitMs,
@@ -217,7 +221,7 @@ async function startMigration(
   if (state.status !== 'inmigrate') {
     throw fail(failureTypes.migrationFailed, `destination is not waiting for a migration (status ${state.status})`);
   }
-  await dst.execute('migrate-set-capabilities', { capabilities: [events] });
+  await dst.execute('migrate-set-capabilities', { capabilities: [events, ...sharedRam] });
   if (Object.keys(transferParams).length) await dst.execute('migrate-set-parameters', transferParams);
   await dst.execute('migrate-incoming', { uri: `unix:${sockets.migSocket}` });
   await src.execute('migrate', { uri: `unix:${sockets.migSocket}` });

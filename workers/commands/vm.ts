@@ -28,15 +28,24 @@ export function describeResult(r: UpgradeVmResult): string {
   const m = r.migration;
   const lines = [`${r.hostId}/${r.vmId}: ${r.outcome}${r.reason ? ` — ${r.reason}` : ''}`];
   if (r.from || r.to) lines.push(`  from ${r.from?.label ?? '?'} to ${r.to?.label ?? '?'}`);
-  if (r.strategy)
-    lines.push(`  strategy ${r.strategy}, backends transferred: ${r.transferredBackends.join(', ') || 'none'}`);
+  if (r.strategy) {
+    lines.push(
+      `  strategy ${r.strategy}${r.ram ? `, RAM ${r.ram}` : ''}, backends transferred by QEMU: ${r.transferredBackends.join(', ') || 'none'}`,
+    );
+  }
+  lines.push(...describeBackends(r.backends));
   if (m) {
     lines.push(
-      `  migration ${m.totalTimeMs} ms, downtime ${m.downtimeMs ?? '?'} ms (QEMU), guest pause ${m.guestPauseMs ?? '?'} ms, switchover gap ${m.switchoverGapMs ?? '?'} ms`,
+      `  migration ${m.totalTimeMs} ms, ${m.transferredBytes} bytes streamed, downtime ${m.downtimeMs ?? '?'} ms (QEMU), guest pause ${m.guestPauseMs ?? '?'} ms, switchover gap ${m.switchoverGapMs ?? '?'} ms`,
     );
   }
   if (r.rollback) lines.push(`  rollback: ${r.rollback.actions.join('; ')}`);
   return lines.join('\n');
+}
+
+/** One line per backend: its mode and why. */
+export function describeBackends(backends: UpgradeVmResult['backends']): string[] {
+  return (backends ?? []).map((b) => `  backend ${b.id}: ${b.mode} — ${b.why}`);
 }
 
 export function exitCodeOf(r: UpgradeVmResult): number {
@@ -95,7 +104,10 @@ export async function vmStatus(client: Client, host: string, vm: string, json: b
   const lines = [`${handle.workflowId} (${description.runId}): ${status}`];
   if (progress) {
     const p = progress.migration;
-    lines.push(`  phase ${progress.phase}${progress.strategy ? `, strategy ${progress.strategy}` : ''}`);
+    lines.push(
+      `  phase ${progress.phase}${progress.strategy ? `, strategy ${progress.strategy}` : ''}${progress.ram ? `, RAM ${progress.ram}` : ''}`,
+    );
+    if (!result) lines.push(...describeBackends(progress.backends));
     if (p) lines.push(`  migration ${p.status}: ${p.transferredBytes} bytes sent, ${p.remainingBytes} remaining`);
   }
   if (result) lines.push(describeResult(result));

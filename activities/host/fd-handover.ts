@@ -1,0 +1,142 @@
+// Taking file descriptors from a running QEMU, so a new QEMU on the same host can be given the very tap
+// queues and guest RAM the old one uses: released QEMU builds cannot pass them to each other themselves.
+// Linux lets a process with ptrace rights over another duplicate any of its fds: pidfd_open(2) then
+// pidfd_getfd(2). Node has neither, so they are called through koffi (a prebuilt FFI; nothing to compile).
+// The fds are found by what the kernel reports: a tap's `iff:` line in /proc/<pid>/fdinfo, a memfd's link.
+import { closeSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+
+const SYS_PIDFD_OPEN = 434;
+const SYS_PIDFD_GETFD = 438;
+const CAP_SYS_PTRACE = 19;
+
+const errnoNames: Record<number, string> = {
+  1: 'EPERM: not permitted (the host worker needs root or CAP_SYS_PTRACE)',
+  3: 'ESRCH: no such process',
+  9: 'EBADF: no such fd in that process',
+  22: 'EINVAL',
+  24: 'EMFILE: too many open files',
+  38: 'ENOSYS: the kernel has no pidfd_getfd (Linux >= 5.6)',
+};
+
+type Syscall = (nr: number, a: number, b: number, c: number) => number;
+let syscallFn: { call: Syscall; errno: () => number } | undefined;
+
+function libc(): { call: Syscall; errno: () => number } {
+  if (!syscallFn) {
+    // Loaded on first use: the CLI's other commands do not pay for it.
+    const koffi = require('koffi') as typeof import('koffi');
+    const call = koffi.load('libc.so.6').func('long syscall(long, long, long, long)') as Syscall;
+    syscallFn = { call, errno: () => koffi.errno() };
+  }
+  return syscallFn;
+}
+
+export class FdHandoverError extends Error {
+  override name = 'FdHandoverError';
+}
+
+function sys(nr: number, a: number, b: number, what: string): number {
+  const { call, errno } = libc();
+  const r = Number(call(nr, a, b, 0));
+  if (r < 0) {
+    const e = errno();
+    throw new FdHandoverError(`${what}: ${errnoNames[e] ?? `errno ${e}`}`);
+  }
+  return r;
+}
+
+/** Duplicates of the fds `fds` of process `pid`, in the same order; the caller closes them. */
+export function takeFds(pid: number, fds: readonly number[]): number[] {
+  const pidfd = sys(SYS_PIDFD_OPEN, pid, 0, `pidfd_open(${pid})`);
+  const taken: number[] = [];
+  try {
+    for (const fd of fds) taken.push(sys(SYS_PIDFD_GETFD, pidfd, fd, `pidfd_getfd(pid ${pid}, fd ${fd})`));
+    return taken;
+  } catch (err) {
+    closeFds(taken);
+    throw err;
+  } finally {
+    closeSync(pidfd);
+  }
+}
+
+export function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+  }
+}
+
+export interface HandoverAbility {
+  possible: boolean;
+  reason?: string;
+}
+
+let ability: HandoverAbility | undefined;
+
+/** Whether this process may take fds from QEMU processes it did not start as children: asked once. */
+export function handoverAbility(): HandoverAbility {
+  if (ability) return ability;
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(status)?.[1] ?? '0'}`);
+  if (((capEff >> BigInt(CAP_SYS_PTRACE)) & 1n) === 0n) {
+    ability = { possible: false, reason: 'the host worker runs without CAP_SYS_PTRACE (not root)' };
+    return ability;
+  }
+  try {
+    closeFds(takeFds(process.pid, [0]));
+    ability = { possible: true };
+  } catch (err) {
+    ability = { possible: false, reason: `the host worker cannot take fds: ${(err as Error).message}` };
+  }
+  return ability;
+}
+
+function fdNumbers(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/fd`)
+      .map(Number)
+      .filter((n) => Number.isInteger(n))
+      .sort((a, b) => a - b);
+  } catch {
+    return [];
+  }
+}
+
+/** The tap queue fds a process holds, by interface name, in fd order. */
+export function tapFdsOf(pid: number): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const fd of fdNumbers(pid)) {
+    let info: string;
+    try {
+      info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue;
+    }
+    const ifname = /^iff:\s*(\S+)$/m.exec(info)?.[1];
+    if (ifname) out.set(ifname, [...(out.get(ifname) ?? []), fd]);
+  }
+  return out;
+}
+
+/**
+ * The fd holding a process's guest RAM: a memfd (or, with `files`, a regular file) of exactly the RAM's size.
+ * Undefined when there is none, or more than one would fit (then nobody can tell which is the RAM).
+ */
+export function ramMemfdOf(pid: number, bytes: number, files = false): number | undefined {
+  const found: number[] = [];
+  for (const fd of fdNumbers(pid)) {
+    try {
+      const link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      const candidate = link.startsWith('/memfd:') || (files && link.startsWith('/') && !link.startsWith('/dev/'));
+      if (!candidate || !statSync(`/proc/${pid}/fd/${fd}`).isFile()) continue;
+      if (statSync(`/proc/${pid}/fd/${fd}`).size === bytes) found.push(fd);
+    } catch {
+      continue;
+    }
+  }
+  return found.length === 1 ? found[0] : undefined;
+}
