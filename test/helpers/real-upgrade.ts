@@ -45,7 +45,11 @@ export function qemuProcessesOf(runtimeDir: string, vmId: string): number[] {
   return out;
 }
 
-/** A VM `id` on the host's `7.2` build running the counter guest from a disk under `dir`, recorded. */
+/**
+ * A VM `id` on the host's `7.2` build running the counter guest from a disk under `dir`, recorded. Its RAM
+ * is private, so it is copied through the stream: the fault and restart tests need a migration that lasts
+ * (slowed by a bandwidth limit) while they inject their faults; shared RAM would move in milliseconds.
+ */
 export function launchCounterVm(config: HostConfig, dir: string, id: string, memoryMiB = 64): Promise<VmRecord> {
   const disk = writeCounterGuest(path.join(dir, `${id}.img`));
   const spec = parseVmSpec({
@@ -54,6 +58,7 @@ export function launchCounterVm(config: HostConfig, dir: string, id: string, mem
     machine: 'pc-i440fx-7.2',
     accel: 'tcg',
     memoryMiB,
+    memoryShared: false,
     drives: [{ id: 'disk0', file: disk, format: 'raw', interface: 'ide' }],
   });
   return launchVm({ config, spec });
