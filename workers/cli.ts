@@ -8,9 +8,19 @@ import { runProbe } from './commands/probe';
 import { runHostWorker, runOrchestratorWorker } from './commands/run-worker';
 import { runDemo } from './commands/demo';
 import { hostInit } from './commands/host-init';
-import { checkIds, vmLaunch, vmRetry, vmStatus, vmUpgrade } from './commands/vm';
+import {
+  checkIds,
+  policyFromFlags,
+  vmCancel,
+  vmLaunch,
+  vmRetry,
+  vmStatus,
+  vmUpgrade,
+  type PolicyFlags,
+} from './commands/vm';
 import { connectClient, settingsFromEnv, type TemporalSettings } from './temporal-connection';
 import { registerFleetCommands } from './commands/rollout';
+import { registerInventoryCommand } from './commands/inventory';
 import { startWorkerTelemetry } from '../activities/fleet/telemetry';
 
 function portNumber(value: string): number {
@@ -36,6 +46,10 @@ function nonNegativeInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number');
   return n;
+}
+
+function collect(value: string, prev: string[] = []): string[] {
+  return [...prev, value];
 }
 
 function positiveInt(value: string): number {
@@ -117,12 +131,47 @@ export function buildProgram(): Command {
       .requiredOption('--host <id>', 'host id')
       .requiredOption('--vm <id>', 'VM id')
       .requiredOption('--to <label>', 'target QEMU version label, allow-listed by the host worker')
-      .option('--wait', 'wait for the result; exit 1 unless upgraded'),
-  ).action(async (opts: TemporalFlags & { host: string; vm: string; to: string; wait?: boolean }) => {
-    checkIds(opts.host, opts.vm, opts.to);
-    const out = await withClient(opts, (client) =>
-      vmUpgrade(client, { hostId: opts.host, vmId: opts.vm, target: opts.to }, opts.wait === true),
-    );
+      .option('--wait', 'wait for the result; exit 1 unless upgraded')
+      .option('--json', 'print one JSON object (with --wait: the result)')
+      .option('--strategies <list>', 'preference order, comma-separated (backend-transfer,cpr-transfer,plain)')
+      .option('--exclude-backend <id>', 're-create this backend on the destination (repeatable)', collect)
+      .option('--require-backend-transfer', 'refuse, touching nothing, unless backends can be handed over')
+      .option('--downtime-limit <ms>', 'QEMU downtime-limit (default 300)')
+      .option('--bandwidth <MiB/s>', 'QEMU max-bandwidth; 0 unlimited (the default)')
+      .option('--completion-timeout-per-gib <sec>', 'cancel and roll back past this per GiB of RAM (default 150)')
+      .option('--progress-timeout <sec>', 'cancel and roll back when no byte moved for this long (default 150)')
+      .option('--auto-converge', 'QEMU auto-converge'),
+  ).action(
+    async (
+      opts: TemporalFlags & PolicyFlags & { host: string; vm: string; to: string; wait?: boolean; json?: boolean },
+    ) => {
+      checkIds(opts.host, opts.vm, opts.to);
+      const policy = policyFromFlags(opts);
+      const input = {
+        hostId: opts.host,
+        vmId: opts.vm,
+        target: opts.to,
+        ...(Object.keys(policy).length ? { policy } : {}),
+      };
+      const out = await withClient(opts, (client) => vmUpgrade(client, input, opts.wait === true, opts.json === true));
+      process.stdout.write(`${out.text}\n`);
+      process.exitCode = out.exitCode;
+    },
+  );
+  temporalOptions(
+    vm
+      .command('cancel')
+      .description('cancel the upgrade of one VM: before the switchover it rolls back, after it the upgrade finishes')
+      .requiredOption('--host <id>', 'host id')
+      .requiredOption('--vm <id>', 'VM id')
+      .option(
+        '--wait',
+        'wait for the end of the upgrade and say how it ended; exit 1 unless the VM stayed on its source',
+      )
+      .option('--json', 'print one JSON object'),
+  ).action(async (opts: TemporalFlags & { host: string; vm: string; wait?: boolean; json?: boolean }) => {
+    checkIds(opts.host, opts.vm);
+    const out = await withClient(opts, (c) => vmCancel(c, opts.host, opts.vm, opts.wait === true, opts.json === true));
     process.stdout.write(`${out.text}\n`);
     process.exitCode = out.exitCode;
   });
@@ -192,6 +241,7 @@ export function buildProgram(): Command {
     });
 
   registerFleetCommands(program);
+  registerInventoryCommand(program);
 
   return program;
 }

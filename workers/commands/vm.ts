@@ -1,8 +1,15 @@
-// `fleet-upgrade vm launch|upgrade|status|retry`: one VM, by hand.
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+// `fleet-upgrade vm launch|upgrade|status|retry|cancel`: one VM, by hand.
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  type Client,
+} from '@temporalio/client';
+import { CancelledFailure, WorkflowIdReusePolicy } from '@temporalio/common';
 import { runVmLaunch } from '../../activities/host/vm-launch';
 import { SAFE_ID, SAFE_LABEL } from '../../activities/host/validate';
+import type { MigrationPolicy } from '../../workflows/decisions/policy';
+import { parsePlan, PlanError } from '../../workflows/decisions/rollout-plan';
 import type { UpgradeVmInput, UpgradeVmProgress, UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { BadInputError, CliError, ExitCode } from '../cli-errors';
@@ -52,10 +59,67 @@ export function exitCodeOf(r: UpgradeVmResult): number {
   return r.outcome === 'upgraded' || r.outcome === 'already-on-target' ? ExitCode.ok : ExitCode.failed;
 }
 
+/** The policy flags of `vm upgrade`, as typed (strings), before validation. */
+export interface PolicyFlags {
+  strategies?: string;
+  excludeBackend?: string[];
+  requireBackendTransfer?: boolean;
+  downtimeLimit?: string;
+  bandwidth?: string;
+  completionTimeoutPerGib?: string;
+  progressTimeout?: string;
+  autoConverge?: boolean;
+}
+
+/** Each policy field and the flag that sets it (for error messages naming the flag). */
+const policyFlagOf: Record<keyof MigrationPolicy, string> = {
+  strategies: '--strategies',
+  excludeBackends: '--exclude-backend',
+  requireBackendTransfer: '--require-backend-transfer',
+  transport: '--transport',
+  downtimeLimitMs: '--downtime-limit',
+  bandwidthLimitMiBps: '--bandwidth',
+  completionTimeoutPerGiBSec: '--completion-timeout-per-gib',
+  progressTimeoutSec: '--progress-timeout',
+  autoConverge: '--auto-converge',
+};
+
+/**
+ * The migration policy given by flags, validated exactly as a rollout plan's `policy:` section is (the same
+ * schema, through parsePlan); a bad value is a one-line BadInputError naming the flag.
+ */
+export function policyFromFlags(f: PolicyFlags): Partial<MigrationPolicy> {
+  const whole = (flag: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v.trim())) throw new BadInputError(`${flag}: ${JSON.stringify(v)} is not a whole number`);
+    return Number(v.trim());
+  };
+  const raw: Record<string, unknown> = {
+    strategies: f.strategies?.split(',').map((s) => s.trim()),
+    excludeBackends: f.excludeBackend,
+    requireBackendTransfer: f.requireBackendTransfer,
+    downtimeLimitMs: whole('--downtime-limit', f.downtimeLimit),
+    bandwidthLimitMiBps: whole('--bandwidth', f.bandwidth),
+    completionTimeoutPerGiBSec: whole('--completion-timeout-per-gib', f.completionTimeoutPerGib),
+    progressTimeoutSec: whole('--progress-timeout', f.progressTimeout),
+    autoConverge: f.autoConverge,
+  };
+  const policy = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
+  try {
+    return parsePlan({ name: 'vm-upgrade', target: 'x', hosts: ['h'], policy }).policy;
+  } catch (err) {
+    if (!(err instanceof PlanError)) throw err;
+    const m = /^policy\.([A-Za-z]+)(.*)$/.exec(err.field);
+    const flag = m ? (policyFlagOf[m[1] as keyof MigrationPolicy] ?? m[1]) : err.field;
+    throw new BadInputError(`${flag}${m?.[2] ?? ''}: ${err.detail}`);
+  }
+}
+
 export async function vmUpgrade(
   client: Client,
   input: UpgradeVmInput,
   wait: boolean,
+  json = false,
 ): Promise<{ text: string; exitCode: number }> {
   checkIds(input.hostId, input.vmId, input.target);
   const workflowId = upgradeWorkflowId(input.hostId, input.vmId);
@@ -77,9 +141,20 @@ export async function vmUpgrade(
     }
     throw err;
   }
-  if (!wait) return { text: `started ${workflowId} (run ${handle.firstExecutionRunId})`, exitCode: ExitCode.ok };
+  const runId = handle.firstExecutionRunId;
+  if (!wait) {
+    return {
+      text: json
+        ? JSON.stringify({ workflowId, runId, status: 'RUNNING', input })
+        : `started ${workflowId} (run ${runId})`,
+      exitCode: ExitCode.ok,
+    };
+  }
   const result = (await handle.result()) as UpgradeVmResult;
-  return { text: describeResult(result), exitCode: exitCodeOf(result) };
+  return {
+    text: json ? JSON.stringify({ workflowId, runId, status: 'COMPLETED', input, result }) : describeResult(result),
+    exitCode: exitCodeOf(result),
+  };
 }
 
 export async function vmStatus(client: Client, host: string, vm: string, json: boolean): Promise<string> {
@@ -148,4 +223,110 @@ export async function vmRetry(client: Client, host: string, vm: string, wait: bo
     throw new CliError(`cannot read the input of the last run of ${handle.workflowId}`, ExitCode.failed);
   const input = JSON.parse(Buffer.from(payload.data).toString('utf8')) as UpgradeVmInput;
   return vmUpgrade(client, input, wait);
+}
+
+export interface CancelView {
+  workflowId: string;
+  runId: string;
+  /** What the cancel led to: `requested` without --wait; then what the run's end says. */
+  outcome: 'requested' | 'rolled-back' | 'upgraded' | 'failed' | 'cancelled';
+  /** The phase the upgrade was in when the cancel was requested. */
+  phaseAtCancel?: string;
+  result?: UpgradeVmResult;
+  message: string;
+}
+
+/**
+ * `vm cancel`: cancels the running upgradeVm workflow of one VM. Before the switchover the VM rolls back to
+ * its source; after it the upgrade finishes — the workflow decides; this reports what its end says. No
+ * upgrade in flight: exit 1, nothing touched. Exit 0 when the VM stayed on (or went back to) its source.
+ */
+export async function vmCancel(
+  client: Client,
+  host: string,
+  vm: string,
+  wait: boolean,
+  json: boolean,
+): Promise<{ text: string; exitCode: number }> {
+  checkIds(host, vm);
+  const handle = client.workflow.getHandle(upgradeWorkflowId(host, vm));
+  let description;
+  try {
+    description = await handle.describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError)
+      throw new CliError(`no upgrade of ${vm} on ${host} is in flight`, ExitCode.failed);
+    throw err;
+  }
+  if (description.status.name !== 'RUNNING') {
+    throw new CliError(
+      `no upgrade of ${vm} on ${host} is in flight (the last one, run ${description.runId}, is ${description.status.name})`,
+      ExitCode.failed,
+    );
+  }
+  const runId = description.runId;
+  const pinned = client.workflow.getHandle(handle.workflowId, runId);
+  const phase = (await pinned.query<UpgradeVmProgress>('progress').catch(() => undefined))?.phase;
+  await pinned.cancel();
+  const done = (view: Omit<CancelView, 'workflowId' | 'runId'>, exitCode: number) => ({
+    text: json ? JSON.stringify({ workflowId: handle.workflowId, runId, ...view }) : view.message,
+    exitCode,
+  });
+  const at = phase ? ` (in phase ${phase})` : '';
+  if (!wait) {
+    return done(
+      {
+        outcome: 'requested',
+        ...(phase ? { phaseAtCancel: phase } : {}),
+        message: `cancel requested for ${handle.workflowId} (run ${runId})${at}; \`fleet-upgrade vm status --host ${host} --vm ${vm}\` tells how it ended`,
+      },
+      ExitCode.ok,
+    );
+  }
+  let result: UpgradeVmResult;
+  try {
+    result = (await pinned.result()) as UpgradeVmResult;
+  } catch (err) {
+    if (err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure) {
+      // The run ended cancelled: the workflow rolled the VM back before it let the cancellation through.
+      return done(
+        {
+          outcome: 'cancelled',
+          ...(phase ? { phaseAtCancel: phase } : {}),
+          message: `${host}/${vm}: cancelled${at}; the upgrade was stopped before the switchover and the VM runs on its source`,
+        },
+        ExitCode.ok,
+      );
+    }
+    throw err;
+  }
+  const view = { ...(phase ? { phaseAtCancel: phase } : {}), result };
+  if (result.outcome === 'rolled-back' || result.outcome === 'refused') {
+    return done(
+      {
+        ...view,
+        outcome: 'rolled-back',
+        message: `${host}/${vm}: cancelled${at}; rolled back, the VM runs on ${result.from?.label ?? 'its source'}\n${describeResult(result)}`,
+      },
+      ExitCode.ok,
+    );
+  }
+  if (result.outcome === 'upgraded' || result.outcome === 'already-on-target') {
+    return done(
+      {
+        ...view,
+        outcome: 'upgraded',
+        message: `${host}/${vm}: too late to cancel${at}: past the switchover, the upgrade finished\n${describeResult(result)}`,
+      },
+      ExitCode.failed,
+    );
+  }
+  return done(
+    {
+      ...view,
+      outcome: 'failed',
+      message: `${host}/${vm}: cancelled${at}; the upgrade ended ${result.outcome}\n${describeResult(result)}`,
+    },
+    ExitCode.failed,
+  );
 }
