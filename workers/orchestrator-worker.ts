@@ -7,9 +7,12 @@ import { fleetSinks } from '../activities/fleet/telemetry';
 
 export const orchestratorTaskQueue = 'fleet-upgrade';
 
-/** The workflow code: compiled JavaScript next to this file, or the TypeScript sources under tests. */
+/**
+ * The workflow code: compiled JavaScript next to this file, or the TypeScript sources under tests. The entry
+ * (workflow-bundle.ts) is workflows/ plus fleetInventory.
+ */
 export function workflowsPath(): string {
-  return require.resolve(path.join(__dirname, '..', 'workflows'));
+  return require.resolve(path.join(__dirname, 'workflow-bundle'));
 }
 
 export async function createOrchestratorWorker(

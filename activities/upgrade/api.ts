@@ -5,7 +5,7 @@
 import type { DialectName } from '../capabilities/dialects';
 import type { MigrationPlan, SourceFacts, TargetFacts } from '../../workflows/decisions/plan';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
-import type { HostDescription, HostInventory } from './inventory';
+import type { HostDescription, HostInventory, HostVmInventory } from './inventory';
 
 export interface ProcessRef {
   generation: number;
@@ -83,6 +83,8 @@ export interface HostActivities {
   // Fleet (activities/upgrade/inventory.ts): the host's VMs and allowed labels, for upgradeHost and preflight.
   listVms(input: Record<string, never>): Promise<HostInventory>;
   describeHost(input: Record<string, never>): Promise<HostDescription>;
+  /** `fleet-upgrade inventory`: every VM with the version and run state its live QEMU reports. */
+  inventoryVms(input: Record<string, never>): Promise<HostVmInventory>;
 }
 
 export type { DialectName };

@@ -4,7 +4,7 @@ import type { HostConfig } from '../host/config';
 import type { HostActivities, MigrationProgress } from './api';
 import { startDestination } from './destination';
 import { inspectSource, probeTarget } from './inspect';
-import { describeHost, listVms } from './inventory';
+import { describeHost, inventoryVms, listVms } from './inventory';
 import { finalize, rollback, verify } from './lifecycle';
 import { migrate } from './migrate';
 
@@ -32,5 +32,6 @@ export function createHostActivities(config: HostConfig): HostActivities {
     rollback: (input) => rollback(config, input),
     listVms: () => listVms(config),
     describeHost: async () => describeHost(config),
+    inventoryVms: () => inventoryVms(config),
   };
 }
