@@ -3,7 +3,12 @@
 // Linux lets a process with ptrace rights over another duplicate any of its fds: pidfd_open(2) then
 // pidfd_getfd(2). Node has neither, so they are called through koffi (a prebuilt FFI; nothing to compile).
 // The fds are found by what the kernel reports: a tap's `iff:` line in /proc/<pid>/fdinfo, a memfd's link.
+//
+// A QEMU simulated inside the host worker (a pid-like handle, sim-launcher.ts) holds no real fd: its fds are
+// the simulator's, found and duplicated through its own API (`FdAccess`, chosen by the kind of process), and
+// what the worker takes from it are tokens that only a simulated destination inherits.
 import { closeSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { isSimulatedHandle, simulatedFdAccess } from './sim-launcher';
 
 const SYS_PIDFD_OPEN = 434;
 const SYS_PIDFD_GETFD = 438;
@@ -45,22 +50,76 @@ function sys(nr: number, a: number, b: number, what: string): number {
   return r;
 }
 
+/** How fds of one kind of QEMU process are found, taken and closed. */
+export interface FdAccess {
+  /** Whether this worker may take fds from such a process, and why not. */
+  ability(): HandoverAbility;
+  /** The tap queue fds a process holds, by interface name, in fd order. */
+  tapFdsOf(pid: number): Map<string, number[]>;
+  /** The fd of a process's guest RAM (see ramMemfdOf). */
+  ramMemfdOf(pid: number, bytes: number, files: boolean): number | undefined;
+  /** Duplicates of fds of a process, in order; throws FdHandoverError. The caller closes them. */
+  takeFds(pid: number, fds: readonly number[]): number[];
+  /** Whether an fd taken by takeFds is one of this kind's (closeFds has no pid to go by). */
+  owns(taken: number): boolean;
+  closeFds(taken: readonly number[]): void;
+}
+
+/** The fds of a real process: /proc and pidfd_getfd. */
+export const procFdAccess: FdAccess = {
+  ability: () => procHandoverAbility(),
+  tapFdsOf: (pid) => procTapFdsOf(pid),
+  ramMemfdOf: (pid, bytes, files) => procRamMemfdOf(pid, bytes, files),
+  takeFds: (pid, fds) => procTakeFds(pid, fds),
+  owns: (taken) => Number.isInteger(taken) && taken >= 0,
+  closeFds: (taken) => procCloseFds(taken),
+};
+
+/** The access for a QEMU process: the simulator's own for an in-process simulated one, /proc otherwise. */
+export function fdAccessFor(pid: number): FdAccess {
+  return isSimulatedHandle(pid) ? simulatedFdAccess : procFdAccess;
+}
+
 /** Duplicates of the fds `fds` of process `pid`, in the same order; the caller closes them. */
 export function takeFds(pid: number, fds: readonly number[]): number[] {
+  return fdAccessFor(pid).takeFds(pid, fds);
+}
+
+/** Closes fds takeFds returned (of any kind of process). */
+export function closeFds(fds: readonly number[]): void {
+  const simulated = fds.filter((fd) => simulatedFdAccess.owns(fd));
+  if (simulated.length) simulatedFdAccess.closeFds(simulated);
+  procCloseFds(fds.filter((fd) => !simulatedFdAccess.owns(fd)));
+}
+
+/** The tap queue fds a process holds, by interface name, in fd order. */
+export function tapFdsOf(pid: number): Map<string, number[]> {
+  return fdAccessFor(pid).tapFdsOf(pid);
+}
+
+/**
+ * The fd holding a process's guest RAM: a memfd (or, with `files`, a regular file) of exactly the RAM's size.
+ * Undefined when there is none, or more than one would fit (then nobody can tell which is the RAM).
+ */
+export function ramMemfdOf(pid: number, bytes: number, files = false): number | undefined {
+  return fdAccessFor(pid).ramMemfdOf(pid, bytes, files);
+}
+
+function procTakeFds(pid: number, fds: readonly number[]): number[] {
   const pidfd = sys(SYS_PIDFD_OPEN, pid, 0, `pidfd_open(${pid})`);
   const taken: number[] = [];
   try {
     for (const fd of fds) taken.push(sys(SYS_PIDFD_GETFD, pidfd, fd, `pidfd_getfd(pid ${pid}, fd ${fd})`));
     return taken;
   } catch (err) {
-    closeFds(taken);
+    procCloseFds(taken);
     throw err;
   } finally {
     closeSync(pidfd);
   }
 }
 
-export function closeFds(fds: readonly number[]): void {
+function procCloseFds(fds: readonly number[]): void {
   for (const fd of fds) {
     try {
       closeSync(fd);
@@ -77,8 +136,15 @@ export interface HandoverAbility {
 
 let ability: HandoverAbility | undefined;
 
-/** Whether this process may take fds from QEMU processes it did not start as children: asked once. */
-export function handoverAbility(): HandoverAbility {
+/**
+ * Whether this process may take fds from QEMU processes it did not start as children: asked once. With a
+ * pid, for that process's kind (an in-process simulated QEMU's fds are always the worker's to take).
+ */
+export function handoverAbility(pid?: number): HandoverAbility {
+  return pid === undefined ? procHandoverAbility() : fdAccessFor(pid).ability();
+}
+
+function procHandoverAbility(): HandoverAbility {
   if (ability) return ability;
   const status = readFileSync('/proc/self/status', 'utf8');
   const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(status)?.[1] ?? '0'}`);
@@ -87,7 +153,7 @@ export function handoverAbility(): HandoverAbility {
     return ability;
   }
   try {
-    closeFds(takeFds(process.pid, [0]));
+    procCloseFds(procTakeFds(process.pid, [0]));
     ability = { possible: true };
   } catch (err) {
     ability = { possible: false, reason: `the host worker cannot take fds: ${(err as Error).message}` };
@@ -106,8 +172,7 @@ function fdNumbers(pid: number): number[] {
   }
 }
 
-/** The tap queue fds a process holds, by interface name, in fd order. */
-export function tapFdsOf(pid: number): Map<string, number[]> {
+function procTapFdsOf(pid: number): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const fd of fdNumbers(pid)) {
     let info: string;
@@ -122,11 +187,7 @@ export function tapFdsOf(pid: number): Map<string, number[]> {
   return out;
 }
 
-/**
- * The fd holding a process's guest RAM: a memfd (or, with `files`, a regular file) of exactly the RAM's size.
- * Undefined when there is none, or more than one would fit (then nobody can tell which is the RAM).
- */
-export function ramMemfdOf(pid: number, bytes: number, files = false): number | undefined {
+function procRamMemfdOf(pid: number, bytes: number, files: boolean): number | undefined {
   const found: number[] = [];
   for (const fd of fdNumbers(pid)) {
     try {

@@ -14,11 +14,18 @@
 // - Kill: with a grace period a graceful stop (QEMU on SIGTERM: SHUTDOWN, exit 0), without one a crash
 //   (SIGKILL: sockets reset, no SHUTDOWN).
 //
+// - Fds (simulatedFdAccess, for fd-handover.ts): an instance's taps and RAM are the simulator's fds (its
+//   `heldFds`, like /proc/<pid>/fd); taking one (`dupFd`, like pidfd_getfd) yields a token, a negative number
+//   that can never name a real fd (closeSync refuses it), kept in this worker until closed. A destination
+//   launched with tokens in `passFds` inherits what they stand for as fds 3, 4, … (`-netdev tap,fd=3`), and
+//   `/proc/<handle>/fd/<n>` names fd n of the instance (its guest RAM for `memory-backend-file,mem-path=`).
+//
 // In-process VMs live exactly as long as the worker process: a host worker that exits or is restarted loses
 // them (their records then name a handle that is not alive). Fault tests that kill workers use real processes.
 import { appendFileSync } from 'node:fs';
-import type { SimulatedQemu } from '../../infra/simulator';
+import type { SimFd, SimulatedQemu } from '../../infra/simulator';
 import type { SimulatorSpec } from './config';
+import { FdHandoverError, type FdAccess } from './fd-handover';
 import { isProcessAlive, logTail, QemuLaunchError, type KillOutcome, type LaunchQemuOptions } from './qemu-launcher';
 
 type SimulatorModule = typeof import('../../infra/simulator');
@@ -157,6 +164,62 @@ export async function stopSimulatedQemus(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Fds of in-process instances
+
+/** Fds this worker took from instances and has not closed: token → what it stands for. */
+const taken = new Map<number, SimFd>();
+let tokenSeq = 0;
+
+function heldFdsOf(pid: number) {
+  const vm = live.get(pid)?.vm;
+  return vm && !vm.dead ? vm.heldFds() : [];
+}
+
+/** fd-handover's access to the fds of in-process simulated QEMUs (handles). */
+export const simulatedFdAccess: FdAccess = {
+  // The instances are this worker's own: nothing stops it from taking their fds.
+  ability: () => ({ possible: true }),
+  tapFdsOf(pid) {
+    const out = new Map<string, number[]>();
+    for (const f of heldFdsOf(pid)) if (f.kind === 'tap') out.set(f.ifname, [...(out.get(f.ifname) ?? []), f.fd]);
+    return out;
+  },
+  ramMemfdOf(pid, bytes, files) {
+    const found = heldFdsOf(pid).filter((f) => f.kind === 'ram' && (f.ram.memfd || files) && f.ram.bytes === bytes);
+    return found.length === 1 ? found[0]!.fd : undefined;
+  },
+  takeFds(pid, fds) {
+    const vm = live.get(pid)?.vm;
+    if (!vm || vm.dead) throw new FdHandoverError(`pidfd_open(${pid}): ESRCH: no such process`);
+    const tokens: number[] = [];
+    for (const fd of fds) {
+      const dup = vm.dupFd(fd);
+      if (!dup) {
+        simulatedFdAccess.closeFds(tokens);
+        throw new FdHandoverError(`pidfd_getfd(pid ${pid}, fd ${fd}): EBADF: no such fd in that process`);
+      }
+      const token = -++tokenSeq;
+      taken.set(token, dup);
+      tokens.push(token);
+    }
+    return tokens;
+  },
+  owns: (token) => taken.has(token),
+  closeFds(tokens) {
+    for (const t of tokens) taken.delete(t);
+  },
+};
+
+/** What a launch's passFds stand for, in order; a simulated QEMU can inherit only fds taken from one. */
+function inheritedFds(passFds: readonly number[] | undefined): SimFd[] {
+  return (passFds ?? []).map((fd) => {
+    const f = taken.get(fd);
+    if (!f) throw new Error(`fd ${fd} was not taken from a simulated QEMU: an in-process QEMU cannot inherit it`);
+    return f;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Launch, probe, help
 
 function appendLog(file: string, text: string): void {
@@ -184,9 +247,10 @@ export async function launchSimulated(
     `--- ${new Date().toISOString()} launching ${o.role} of ${o.vmId} (generation ${o.generation}) in-process: ${simulatorPath(spec)} ${o.args.join(' ')}\n`,
   );
   const stderr = (text: string) => appendLog(logFile, text);
+  const handle = nextHandle();
   let vm: SimulatedQemu;
   try {
-    vm = new sim.SimulatedQemu(argv, { stderr });
+    vm = new sim.SimulatedQemu(argv, { stderr, pid: handle, inheritedFds: inheritedFds(o.passFds) });
     await vm.start();
   } catch (err) {
     if (!(err instanceof args.CommandLineError)) throw err;
@@ -199,7 +263,6 @@ export async function launchSimulated(
       null,
     );
   }
-  const handle = nextHandle();
   live.set(handle, {
     handle,
     vmId: o.vmId,

@@ -71,9 +71,8 @@ export function backendFacts(
   ignoreShared: boolean,
 ): Pick<SourceFacts, 'backends' | 'ram' | 'handover'> {
   const simulated = isSimulatedHandle(pid);
-  const handover: HandoverAbility = simulated
-    ? { possible: false, reason: 'a simulated QEMU has no fds to take' }
-    : handoverAbility();
+  // An in-process simulated QEMU's fds are the simulator's: fd-handover reaches them through its API.
+  const handover: HandoverAbility = simulated ? handoverAbility(pid) : handoverAbility();
   const held = handover.possible ? tapFdsOf(pid) : new Map<string, number[]>();
   const backends = spec.netdevs.map((n): SourceBackend => {
     const device = spec.devices.find((d) => d.netdev === n.id)?.id;

@@ -243,7 +243,7 @@ const HANDLERS: Record<string, Handler> = {
   netdev_del: (vm, a) => {
     const n = vm.netdevs.get(String(a.id));
     if (!n) return { error: { class: 'DeviceNotFound', desc: `Device '${String(a.id)}' not found` } };
-    if (n.backend?.state === 'open') vm.ledger.release(n.backend.kind, n.backend.name);
+    vm.closeBackend(n);
     vm.netdevs.delete(n.id);
     return ok();
   },
@@ -296,6 +296,9 @@ const HANDLERS: Record<string, Handler> = {
       counter: vm.counter(),
       faults: vm.faults.list(),
       backends: [...vm.netdevs.values()].flatMap((n) => (n.backend ? [{ netdev: n.id, ...n.backend }] : [])),
+      fds: vm.heldFds(),
+      ...(vm.ram ? { ram: vm.ram } : {}),
+      ...(vm.ramOverwrittenBy !== undefined ? { 'ram-overwritten-by': vm.ramOverwrittenBy } : {}),
     }),
 };
 

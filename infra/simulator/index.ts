@@ -18,6 +18,8 @@ export { readLedger, readLedgerEvents, backendOwner, backendKey, runningInterval
 export type { LedgerEvent, LedgerSnapshot, BackendRecord, Owner } from './ledger';
 export { servedSchema, baseSchemaFor, loadBaseSchema, schemaFixturePath, SchemaChecker } from './schema';
 export { RawQmp } from './raw-qmp';
+export { FIRST_INHERITED_FD } from './fds';
+export type { SimFd, SimRam, HeldFd } from './fds';
 
 /** The executable launcher: exec it like qemu-system-x86_64 (after `npm run build`). */
 export const simulatorLauncher = path.join(projectRoot, 'infra', 'simulator', 'qemu-sim.js');

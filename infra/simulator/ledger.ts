@@ -9,7 +9,9 @@
 //
 // Ownership models the kernel: a TAP (or a vhost-user connection) can be opened by one process; a second
 // open fails with EBUSY while the owner lives; when the owner dies the kernel frees it (a dead owner does
-// not count); passing the fd in the migration stream moves ownership to the destination.
+// not count); passing the fd in the migration stream moves ownership to the destination. A process given a
+// duplicate of the owner's fd (a host worker's handover: `-netdev tap,fd=N`) holds the tap too, without
+// EBUSY; when the owner closes it or dies, the tap stays open and its holder is the single owner.
 import {
   appendFileSync,
   linkSync,
@@ -37,7 +39,10 @@ export interface BackendRecord {
   name: string;
   owner: Owner;
   since: string;
-  via: 'open' | 'transfer';
+  /** open: opened by name; transfer: from a migration stream; fd: a duplicate of another process's fd. */
+  via: 'open' | 'transfer' | 'fd';
+  /** Other processes holding a duplicate of the owner's fd. */
+  holders?: Owner[];
 }
 
 export interface LedgerEvent {
@@ -88,6 +93,22 @@ function now(): { t: number; ts: string } {
 
 const sameOwner = (a: Owner, b: Owner): boolean => a.pid === b.pid && a.instance === b.instance;
 
+/** The live processes that hold a backend: its owner first, then the holders of duplicates. */
+function liveHolders(rec: BackendRecord): Owner[] {
+  return [rec.owner, ...(rec.holders ?? [])].filter((o) => ownerAlive(o));
+}
+
+/** The record as the kernel sees it now: a dead owner's place taken by the first live holder of a duplicate. */
+function effective(rec: BackendRecord): BackendRecord & { alive: boolean } {
+  const live = liveHolders(rec);
+  if (live.length === 0) return { ...rec, alive: false };
+  if (sameOwner(live[0]!, rec.owner))
+    return { ...rec, ...(live.length > 1 ? { holders: live.slice(1) } : {}), alive: true };
+  const [owner, ...rest] = live as [Owner, ...Owner[]];
+  const { holders: _gone, ...base } = rec;
+  return { ...base, owner, via: 'fd', ...(rest.length ? { holders: rest } : {}), alive: true };
+}
+
 export type ClaimResult = { ok: true } | { ok: false; owner: Owner };
 
 export class Ledger {
@@ -130,13 +151,16 @@ export class Ledger {
     }
   }
 
-  /** Open a backend: exclusive unless the current owner is dead (or is us). */
+  /** Open a backend: exclusive unless the current owner is dead (or is us); a duplicate's holder counts too. */
   claim(kind: BackendKind, name: string): ClaimResult {
     const key = backendKey(kind, name);
     const rec: BackendRecord = { key, kind, name, owner: this.owner, since: now().ts, via: 'open' };
+    const busy = (cur: BackendRecord | undefined): Owner | undefined =>
+      cur ? liveHolders(cur).find((o) => !sameOwner(o, this.owner)) : undefined;
     if (!this.backendsDir) {
       const cur = memoryBackends.get(key);
-      if (cur && !sameOwner(cur.owner, this.owner) && ownerAlive(cur.owner)) return { ok: false, owner: cur.owner };
+      const other = busy(cur);
+      if (other) return { ok: false, owner: other };
       memoryBackends.set(key, rec);
       this.log('backend-claim', { backend: key });
       return { ok: true };
@@ -147,10 +171,10 @@ export class Ledger {
       unlinkSync(tmp);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const cur = this.current(key);
-      if (cur && !sameOwner(cur.owner, this.owner) && ownerAlive(cur.owner)) {
+      const other = busy(this.current(key));
+      if (other) {
         unlinkSync(tmp);
-        return { ok: false, owner: cur.owner };
+        return { ok: false, owner: other };
       }
       renameSync(tmp, this.file(key));
     }
@@ -167,11 +191,51 @@ export class Ledger {
     this.log('backend-transfer-in', { backend: key, from: from.instance, fromPid: from.pid });
   }
 
-  /** Close a backend; only the owner's release counts. */
+  /**
+   * Open a backend through a duplicate of another process's fd (`-netdev tap,fd=N`): never EBUSY. Beside a
+   * live owner this process is one more holder; with none it is the owner.
+   */
+  hold(kind: BackendKind, name: string, from?: Owner): void {
+    const key = backendKey(kind, name);
+    const cur = this.current(key);
+    const live = cur ? effective(cur) : undefined;
+    let rec: BackendRecord;
+    if (!live?.alive || sameOwner(live.owner, this.owner)) {
+      rec = { key, kind, name, owner: this.owner, since: now().ts, via: 'fd' };
+    } else {
+      const { alive: _alive, ...base } = live;
+      const holders = (base.holders ?? []).filter((o) => !sameOwner(o, this.owner));
+      rec = { ...base, holders: [...holders, this.owner] };
+    }
+    this.write(rec);
+    this.log('backend-hold', {
+      backend: key,
+      owner: rec.owner.instance,
+      ...(from ? { from: from.instance, fromPid: from.pid } : {}),
+    });
+  }
+
+  /** Close a backend. The owner's close passes it to a live holder of a duplicate, if any; a holder's only drops it. */
   release(kind: BackendKind, name: string): void {
     const key = backendKey(kind, name);
     const cur = this.current(key);
-    if (!cur || !sameOwner(cur.owner, this.owner)) return;
+    if (!cur) return;
+    const holders = (cur.holders ?? []).filter((o) => !sameOwner(o, this.owner));
+    if (!sameOwner(cur.owner, this.owner)) {
+      if (holders.length === (cur.holders ?? []).length) return; // not ours
+      const { holders: _h, ...base } = cur;
+      this.write({ ...base, ...(holders.length ? { holders } : {}) });
+      this.log('backend-release', { backend: key, held: true });
+      return;
+    }
+    const [next, ...rest] = holders.filter((o) => ownerAlive(o));
+    if (next) {
+      // The kernel keeps the tap open for the fd another process holds: that process is its owner now.
+      const { holders: _h, ...base } = cur;
+      this.write({ ...base, owner: next, since: now().ts, via: 'fd', ...(rest.length ? { holders: rest } : {}) });
+      this.log('backend-release', { backend: key, to: next.instance, toPid: next.pid });
+      return;
+    }
     if (this.backendsDir) {
       try {
         unlinkSync(this.file(key));
@@ -180,6 +244,11 @@ export class Ledger {
       }
     } else memoryBackends.delete(key);
     this.log('backend-release', { backend: key });
+  }
+
+  private write(rec: BackendRecord): void {
+    if (this.backendsDir) renameSync(this.writeTmp(rec), this.file(rec.key));
+    else memoryBackends.set(rec.key, rec);
   }
 
   private file(key: string): string {
@@ -197,7 +266,7 @@ export class Ledger {
 // Readers for tests
 
 export interface LedgerSnapshot {
-  /** Current owner per backend key, with whether that owner is alive now. */
+  /** Current owner per backend key (a dead owner replaced by a live holder of a duplicate), alive or not. */
   backends: Record<string, BackendRecord & { alive: boolean }>;
   /** All instances' events, in time order. */
   events: LedgerEvent[];
@@ -210,7 +279,7 @@ export function readLedger(dir: string): LedgerSnapshot {
     if (!f.endsWith('.json')) continue;
     try {
       const rec = JSON.parse(readFileSync(path.join(bdir, f), 'utf8')) as BackendRecord;
-      backends[rec.key] = { ...rec, alive: ownerAlive(rec.owner) };
+      backends[rec.key] = effective(rec);
     } catch {
       // being replaced right now
     }

@@ -12,7 +12,12 @@
 // section), RAM progress, then the device state: the guest counter, the device list and the backends
 // handed over. The destination checks RAM size and devices like QEMU's loader, takes ownership of the
 // transferred backends (ledger), opens the ones it re-creates (EBUSY if a live process still owns them),
-// and acknowledges. cpr-transfer adds a first channel carrying the cpr state; the destination creates its
+// and acknowledges. Guest RAM and `x-ignore-shared` as in real QEMU (checked against 7.2 and 10.0.2): the
+// capability must be the same on both sides (the header carries it, the destination refuses a mismatch);
+// RAM it leaves out (shared, and from 8.0 backed by a named file) is not streamed; a destination whose own
+// RAM is left out refuses pages for it ("should not be migrated"); one that maps the very pages the source
+// runs on but receives them anyway writes into the running source's RAM (ledger `ram-overwritten`); one
+// whose RAM was skipped but is not the source's pages loads garbage and fails. cpr-transfer adds a first channel carrying the cpr state; the destination creates its
 // monitors only after it has read it.
 import net from 'node:net';
 import { existsSync, unlinkSync } from 'node:fs';
@@ -37,6 +42,10 @@ interface Header {
   mode: string;
   source: Owner;
   qemu: string;
+  /** The source's `x-ignore-shared` (QEMU's configuration section checks it against the destination's). */
+  ignoreShared: boolean;
+  /** The guest RAM's pages (when another process could map them) and whether the stream leaves them out. */
+  ram: { id?: string; skipped: boolean };
 }
 
 interface DeviceState {
@@ -53,6 +62,7 @@ type StreamMsg =
   | DeviceState
   | { type: 'ram'; pass: number; total: number }
   | { type: 'ack' }
+  | { type: 'ram-overwritten'; by: Owner }
   | { type: 'cpr'; machine: string; source: Owner };
 
 function send(sock: net.Socket | undefined, msg: StreamMsg): void {
@@ -125,6 +135,9 @@ export class OutgoingMigration {
   private sock?: net.Socket;
   private cprSock?: net.Socket;
   private readonly ramTotal: number;
+  private readonly ramSkipped: boolean;
+  /** The guest's state when RAM started to move: what a destination writing into shared pages puts back. */
+  private readonly counterAtStart: number;
   private readonly bytesPerMs: number;
   private transferred = 0;
   /** While RAM is moving: since when (the amount is computed from the clock, no per-tick timers). */
@@ -145,8 +158,9 @@ export class OutgoingMigration {
     private readonly cpr?: MigrationAddress,
   ) {
     this.wasRunning = vm.runState === 'running';
-    const ignoreShared = vm.caps.get('x-ignore-shared') === true && vm.ramShared();
-    this.ramTotal = cpr ? 0 : ROM_BYTES + (ignoreShared ? 0 : vm.memBytes);
+    this.ramSkipped = vm.ramIgnored();
+    this.ramTotal = cpr ? 0 : ROM_BYTES + (this.ramSkipped ? 0 : vm.memBytes);
+    this.counterAtStart = vm.counter();
     let rate = vm.sim.ramRateMbps * 125; // Mbit/s -> bytes/ms
     const limit = Number(vm.params['max-bandwidth']);
     if (vm.paramsSet.has('max-bandwidth') && limit > 0) rate = Math.min(rate, limit / 1000);
@@ -217,6 +231,7 @@ export class OutgoingMigration {
     this.sock.on('error', () => undefined);
     onLines(this.sock, (m) => {
       if (m.type === 'ack') this.complete();
+      if (m.type === 'ram-overwritten') this.overwritten(m.by);
     });
     send(this.sock, {
       type: 'header',
@@ -225,6 +240,8 @@ export class OutgoingMigration {
       mode: this.cpr ? 'cpr-transfer' : 'normal',
       source: this.vm.owner,
       qemu: this.vm.sim.version,
+      ignoreShared: this.vm.caps.get('x-ignore-shared') === true,
+      ram: { ...(this.vm.ram ? { id: this.vm.ram.id } : {}), skipped: this.ramSkipped },
     });
     this.setupTime = performance.now() - this.t0;
     this.passEvent();
@@ -313,6 +330,14 @@ export class OutgoingMigration {
     return !this.finished;
   }
 
+  /** The destination maps our RAM and wrote the stream into it: the running guest's pages are stale now. */
+  private overwritten(by: Owner): void {
+    if (this.vm.dead) return;
+    this.vm.ramOverwrittenBy = by.instance;
+    this.vm.setCounter(this.counterAtStart);
+    this.vm.ledger.log('ram-overwritten', { by: by.instance, byPid: by.pid });
+  }
+
   continueFromPreSwitchover(): void {
     this.continueResolve?.();
   }
@@ -324,7 +349,12 @@ export class OutgoingMigration {
     this.endAt = performance.now();
     for (const t of this.pendingTransfers) {
       const n = this.vm.netdevs.get(t.netdev);
-      if (n?.backend) n.backend.state = 'gone';
+      if (n?.backend) {
+        // The fd went with the stream: this process no longer holds it (the destination owns the tap).
+        for (const fd of n.backend.fds ?? []) this.vm.fdTable.close(fd);
+        n.backend.fds = undefined;
+        n.backend.state = 'gone';
+      }
       this.vm.ledger.log('backend-transfer-out', { backend: `${t.kind}:${t.name}` });
     }
     this.passEvent();
@@ -516,10 +546,38 @@ export class IncomingMigration {
           'load of migration failed: Invalid argument',
         ]);
       }
+      const mine = this.vm.caps.get('x-ignore-shared') === true;
+      if (m.ignoreShared !== mine) {
+        const onOff = (b: boolean) => (b ? 'on' : 'off');
+        return this.fail([
+          `Capability x-ignore-shared is ${onOff(mine)}, but received capability is ${onOff(m.ignoreShared)}`,
+          'load of migration failed: Invalid argument',
+        ]);
+      }
       this.header = m;
       return;
     }
+    if (m.type === 'ram') return this.ramArrives();
     if (m.type === 'device') return this.load(m);
+  }
+
+  /** The source streams its RAM pages (unless it skips them): where do they land? */
+  private ramArrives(): void {
+    const vm = this.vm;
+    if (!this.header || this.header.ram.skipped) return;
+    if (vm.ramIgnored()) {
+      return this.fail([
+        `block ${vm.ramBlockName()} should not be migrated !`,
+        'Illegal RAM offset 0',
+        'error while loading state section id 1(ram)',
+        'load of migration failed: Invalid argument',
+      ]);
+    }
+    if (vm.ram !== undefined && vm.ram.id === this.header.ram.id) {
+      // Both processes map the same pages and the stream writes into them while the source runs.
+      vm.ledger.log('ram-overwritten', { of: this.header.source.instance, ofPid: this.header.source.pid });
+      send(this.sock, { type: 'ram-overwritten', by: vm.owner });
+    }
   }
 
   private load(m: DeviceState): void {
@@ -565,12 +623,25 @@ export class IncomingMigration {
       n.backend.name = t.name;
       n.backend.generated = false;
       n.backend.state = 'open';
+      if (t.kind === 'tap') n.backend.fds = [vm.fdTable.open({ kind: 'tap', ifname: t.name, from: m.source })];
       vm.ledger.transferIn(t.kind, t.name, m.source);
     }
     for (const n of vm.netdevs.values()) {
       if (n.backend?.state !== 'deferred') continue;
       const e = vm.claimBackend(n);
       if (e) return this.fail([`netdev ${n.id}: ${e}`, 'load of migration failed: Device or resource busy']);
+    }
+    if (this.header.ram.skipped && !(vm.ramIgnored() && vm.ram?.id === this.header.ram.id)) {
+      // The source left its RAM out, and ours is not its pages: the device state reads garbage guest memory.
+      // The source has sent everything and completes; this side fails.
+      send(this.sock, { type: 'ack' });
+      this.sock?.removeAllListeners('close');
+      this.sock?.end();
+      this.sock = undefined;
+      return this.fail([
+        "error while loading state for instance 0x0 of device 'kvm-tpr-opt'",
+        'load of migration failed: Operation not permitted',
+      ]);
     }
     vm.setCounter(m.counter);
     this.finished = true;

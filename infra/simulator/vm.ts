@@ -16,6 +16,7 @@ import { executeCommand } from './commands';
 import { BackendKind, compareVersions } from './dialects';
 import { DEVICE_MODELS, DeviceModel, defaultMac, parseBool, pciSlot } from './devices';
 import { FaultPhase, FaultRegistry } from './faults';
+import { FdTable, HeldFd, registerProcPid, resolveProcFd, SimFd, SimRam } from './fds';
 import { Ledger, markInstanceLive, Owner } from './ledger';
 import { CprIncoming, IncomingMigration, OutgoingMigration } from './migration';
 import { QmpMonitor, QmpResult } from './qmp-server';
@@ -33,7 +34,16 @@ export interface Netdev {
   type: string;
   opts: Record<string, unknown>;
   /** Host backend: state `open` (owned), `deferred` (incoming: from the stream or opened at the end), `gone`. */
-  backend?: { kind: BackendKind; name: string; state: 'open' | 'deferred' | 'gone'; generated: boolean };
+  backend?: {
+    kind: BackendKind;
+    name: string;
+    state: 'open' | 'deferred' | 'gone';
+    generated: boolean;
+    /** `fd=`/`fds=`: the inherited fds (duplicates of another process's tap) it was opened through. */
+    viaFds?: number[];
+    /** The fds this process holds for it while open (one per tap queue). */
+    fds?: number[];
+  };
   usedBy?: string;
 }
 
@@ -62,6 +72,13 @@ export interface SimulatedQemuOptions {
   stderr?: (text: string) => void;
   /** Running as its own process: a crash is a real SIGKILL of this process. */
   processMode?: boolean;
+  /**
+   * The pid by which `/proc/<pid>/fd/<n>` names this QEMU's fds for the other simulated QEMUs of this Node
+   * process (an in-process launcher's pid-like handle); default: the process's pid in processMode, none else.
+   */
+  pid?: number;
+  /** The fds this QEMU inherits at spawn, as 3, 4, …: duplicates taken from another simulated QEMU. */
+  inheritedFds?: readonly SimFd[];
 }
 
 let instanceSeq = 0;
@@ -92,6 +109,14 @@ export class SimulatedQemu {
   readonly chardevs = new Map<string, { id: string; path?: string; server: boolean }>();
   readonly drives: Array<{ id?: string; file?: string }> = [];
   memoryBackend: string;
+  /** Its fds: inherited ones, tap queues, the guest RAM's memfd or file (heldFds, dupFd). */
+  readonly fdTable: FdTable;
+  /** The pages of the guest RAM when they live in a memfd or file another process can map (same id, same pages). */
+  ram?: SimRam;
+  /** The pid its fds are named by under /proc, if any. */
+  readonly procPid?: number;
+  /** The instance of a destination that wrote a migration stream into this QEMU's shared RAM while it ran. */
+  ramOverwrittenBy?: string;
   monitors: QmpMonitor[] = [];
 
   readonly params: Record<string, unknown>;
@@ -121,6 +146,8 @@ export class SimulatedQemu {
     this.checker = new SchemaChecker(this.schema);
     this.stderrSink = opts.stderr ?? ((t) => process.stderr.write(t));
     this.processMode = opts.processMode ?? false;
+    this.fdTable = new FdTable(opts.inheritedFds);
+    this.procPid = opts.pid ?? (this.processMode ? process.pid : undefined);
     const instance = this.processMode ? String(process.pid) : `${process.pid}-${++instanceSeq}`;
     this.owner = { pid: process.pid, instance, ...(this.cfg.name ? { vm: this.cfg.name } : {}) };
     this.ledger = new Ledger(this.sim.stateDir, this.owner);
@@ -145,6 +172,7 @@ export class SimulatedQemu {
     for (const n of this.cfg.netdevs) this.throwing(n.source, this.addNetdev(n, false));
     this.memoryBackend = this.setupMemory();
     this.memBytes = Number(this.objects.get(this.memoryBackend)?.props.size ?? this.cfg.memBytes);
+    this.ram = this.openRam();
     for (const d of this.cfg.drives) {
       if (d.file !== undefined && !existsSync(d.file)) {
         throw new CommandLineError(`${d.source}: Could not open '${d.file}': No such file or directory`);
@@ -165,6 +193,7 @@ export class SimulatedQemu {
   /** Bring the process up: open backends, listen on the monitors (after the cpr channel, for cpr-transfer). */
   async start(): Promise<void> {
     markInstanceLive(this.owner.instance, true);
+    if (this.procPid !== undefined) registerProcPid(this.procPid, this);
     try {
       for (const n of this.netdevs.values()) {
         const e = this.openBackend(n);
@@ -191,6 +220,8 @@ export class SimulatedQemu {
       await this.startMonitorsAndIncoming();
     } catch (e) {
       this.teardown();
+      this.releaseBackends();
+      this.unregister();
       markInstanceLive(this.owner.instance, false);
       throw e instanceof CommandLineError ? e : new CommandLineError((e as Error).message);
     }
@@ -330,6 +361,7 @@ export class SimulatedQemu {
     this.teardown();
     this.releaseBackends();
     this.ledger.log('exit', { code });
+    this.unregister();
     markInstanceLive(this.owner.instance, false);
     if (this.cfg.pidfile) {
       try {
@@ -353,6 +385,7 @@ export class SimulatedQemu {
     this.outgoing?.destroy();
     this.incoming?.destroy();
     this.cprIncoming?.destroy();
+    this.unregister();
     markInstanceLive(this.owner.instance, false);
     this.resolveExit(137);
   }
@@ -375,8 +408,36 @@ export class SimulatedQemu {
 
   private releaseBackends(): void {
     for (const n of this.netdevs.values()) {
-      if (n.backend?.state === 'open') this.ledger.release(n.backend.kind, n.backend.name);
+      if (n.backend?.state === 'open') this.closeBackend(n);
     }
+  }
+
+  /** Close a netdev's host backend (its fds; in the ledger, the tap passes to a holder of a duplicate). */
+  closeBackend(n: Netdev): void {
+    const b = n.backend;
+    if (!b || b.state !== 'open') return;
+    for (const fd of b.fds ?? []) this.fdTable.close(fd);
+    b.fds = undefined;
+    b.state = 'gone';
+    this.ledger.release(b.kind, b.name);
+  }
+
+  private unregister(): void {
+    if (this.procPid !== undefined) registerProcPid(this.procPid, undefined);
+  }
+
+  // ------------------------------------------------------------------------------------------------------
+  // Fds, as /proc/<pid>/fd and pidfd_getfd show them
+
+  /** The fds this QEMU holds now: tap queues (by interface name) and guest RAM. */
+  heldFds(): HeldFd[] {
+    return this.dead ? [] : this.fdTable.list();
+  }
+
+  /** pidfd_getfd(): a duplicate of one of its fds, naming the same tap or RAM; undefined for no such fd. */
+  dupFd(fd: number): SimFd | undefined {
+    const f = this.dead ? undefined : this.fdTable.get(fd);
+    return f ? { ...f, from: this.owner } : undefined;
   }
 
   stderr(line: string): void {
@@ -420,6 +481,55 @@ export class SimulatedQemu {
     return 'pc.ram';
   }
 
+  /**
+   * Open the guest RAM's memfd or file: a memfd of its own, or the file `mem-path` names — which, for
+   * `/proc/<pid>/fd/<n>` of another simulated QEMU, is that QEMU's very RAM. QEMU's errors for a path that
+   * cannot be opened or a file too small.
+   */
+  private openRam(): SimRam | undefined {
+    const b = this.objects.get(this.memoryBackend);
+    if (!b) return undefined;
+    const bytes = Number(b.props.size);
+    if (b.qomType === 'memory-backend-memfd') {
+      const ram: SimRam = { id: `memfd:${this.owner.instance}:${b.id}`, bytes, memfd: true };
+      this.fdTable.open({ kind: 'ram', ram });
+      return ram;
+    }
+    if (b.qomType !== 'memory-backend-file') return undefined;
+    const memPath = String(b.props['mem-path']);
+    const target = resolveProcFd(memPath);
+    let ram: SimRam;
+    if (target === null || (target === undefined && /^\/proc\/\d+\/fd\/\d+$/.test(memPath) && !existsSync(memPath))) {
+      throw new CommandLineError(`can't open backing store ${memPath} for guest RAM: No such file or directory`);
+    } else if (target === undefined) {
+      ram = { id: `file:${memPath}`, bytes, memfd: false };
+    } else if (target.kind !== 'ram') {
+      // A tap's fd is no file to map.
+      throw new CommandLineError(
+        `${b.id} backing store size 0x0 is too small for 'size' option 0x${bytes.toString(16)} plus 'offset' option 0x0`,
+      );
+    } else {
+      if (target.ram.bytes < bytes) {
+        throw new CommandLineError(
+          `${b.id} backing store size 0x${target.ram.bytes.toString(16)} is too small for 'size' option 0x${bytes.toString(16)} plus 'offset' option 0x0`,
+        );
+      }
+      ram = target.ram;
+    }
+    this.fdTable.open({ kind: 'ram', ram });
+    return ram;
+  }
+
+  /**
+   * Whether `x-ignore-shared` leaves the guest RAM out of the stream on this build: shared RAM, and from 8.0
+   * only RAM backed by a named file (QEMU's RAM_NAMED_FILE), so never a memfd there.
+   */
+  ramIgnored(): boolean {
+    if (this.caps.get('x-ignore-shared') !== true || !this.ramShared()) return false;
+    const named = this.objects.get(this.memoryBackend)?.qomType === 'memory-backend-file';
+    return named || compareVersions(this.sim.version, '8.0') < 0;
+  }
+
   /** Guest RAM that a new process can map by fd (cpr-transfer): memfd or file, share=on, aux-ram-share=on. */
   cprIncompatibleRegion(): string | undefined {
     if (this.cfg.machine.props['aux-ram-share'] !== true) return '/rom@etc/acpi/rsdp';
@@ -437,7 +547,11 @@ export class SimulatedQemu {
   addNetdev(n: NetdevConfig, hotplug: boolean): string | undefined {
     if (this.netdevs.has(n.id)) return `Duplicate ID '${n.id}' for netdev`;
     const nd: Netdev = { id: n.id, type: n.type, opts: n.opts };
-    if (n.type === 'tap') {
+    if (n.type === 'tap' && (n.opts.fd !== undefined || n.opts.fds !== undefined)) {
+      const r = this.tapByFds(n);
+      if (typeof r === 'string') return r;
+      nd.backend = { kind: 'tap', name: r.ifname, state: 'gone', generated: false, viaFds: r.fds };
+    } else if (n.type === 'tap') {
       const ifname = n.opts.ifname;
       nd.backend =
         typeof ifname === 'string'
@@ -459,10 +573,38 @@ export class SimulatedQemu {
     return undefined;
   }
 
+  /**
+   * `-netdev tap,fd=N` / `fds=N:M`: the tap behind inherited fds, with QEMU's checks (the options it refuses
+   * beside them, an fd that is not open, an fd that is not a tap).
+   */
+  private tapByFds(n: NetdevConfig): { ifname: string; fds: number[] } | string {
+    const o = n.opts;
+    const single = o.fd !== undefined;
+    const refused = single
+      ? ['ifname', 'script', 'downscript', 'vnet_hdr', 'helper', 'queues', 'fds', 'vhostfds']
+      : ['ifname', 'script', 'downscript', 'vnet_hdr', 'helper', 'queues', 'vhostfd'];
+    if (refused.some((k) => o[k] !== undefined)) {
+      return single
+        ? 'ifname=, script=, downscript=, vnet_hdr=, helper=, queues=, fds=, and vhostfds= are invalid with fd='
+        : 'ifname=, script=, downscript=, vnet_hdr=, helper=, queues=, and vhostfd= are invalid with fds=';
+    }
+    const fds = (single ? [String(o.fd)] : String(o.fds).split(':')).map(Number);
+    let ifname: string | undefined;
+    for (const fd of fds) {
+      const f = Number.isInteger(fd) ? this.fdTable.get(fd) : undefined;
+      if (!f) return `${n.id}: Can't use file descriptor ${fd}: Bad file descriptor`;
+      if (f.kind !== 'tap') return `Unable to query TUNGETIFF on FD ${fd}: Inappropriate ioctl for device`;
+      ifname ??= f.ifname;
+      if (f.ifname !== ifname) return `fds= names queues of two interfaces (${ifname}, ${f.ifname})`;
+    }
+    return { ifname: ifname as string, fds };
+  }
+
   /** Open a netdev's host backend now, or defer it on an incoming process in a transfer dialect. */
   openBackend(n: Netdev): string | undefined {
     const b = n.backend;
     if (!b || b.state !== 'gone') return undefined;
+    if (b.viaFds) return this.claimBackend(n);
     if (
       this.runState === 'inmigrate' &&
       this.sim.dialect.deferOpenOnIncoming &&
@@ -478,11 +620,23 @@ export class SimulatedQemu {
   claimBackend(n: Netdev): string | undefined {
     const b = n.backend;
     if (!b) return undefined;
+    if (b.viaFds) {
+      // A duplicate of the owner's fd: the tap is already open, shared with whoever else holds it.
+      const first = this.fdTable.get(b.viaFds[0] as number);
+      this.ledger.hold(b.kind, b.name, first?.from);
+      b.fds = b.viaFds;
+      b.state = 'open';
+      return undefined;
+    }
     const r = this.ledger.claim(b.kind, b.name);
     if (!r.ok) {
       return b.kind === 'tap'
         ? `could not configure /dev/net/tun (${b.name}): Device or resource busy`
         : `Failed to connect to '${b.name}': Device or resource busy`;
+    }
+    if (b.kind === 'tap') {
+      const queues = Math.max(1, Number(n.opts.queues ?? 1));
+      b.fds = Array.from({ length: queues }, () => this.fdTable.open({ kind: 'tap', ifname: b.name }));
     }
     b.state = 'open';
     return undefined;
