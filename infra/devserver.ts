@@ -46,6 +46,8 @@ export interface DevServer {
   stop(): Promise<void>;
   /** Stops and starts again on the same SQLite file and ports; waits until ready. */
   restart(): Promise<void>;
+  /** Lets this process exit while the server keeps running (`demo --keep`); stop() still works. */
+  detach(): void;
 }
 
 const HOST = '127.0.0.1';
@@ -242,6 +244,9 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
       current = undefined;
       if (ownedDir) rmSync(ownedDir, { recursive: true, force: true });
       ownedDir = undefined;
+    },
+    detach() {
+      current?.child.unref();
     },
     async restart() {
       if (stopped) throw new Error('devserver: restart() after stop()');

@@ -6,7 +6,7 @@ import { Client } from '@temporalio/client';
 import { dialectNames } from '../activities/capabilities/dialects';
 import { runProbe } from './commands/probe';
 import { runHostWorker, runOrchestratorWorker } from './commands/run-worker';
-import { runDemo } from './commands/demo';
+import { runDemo, stopKeptDemo } from './commands/demo';
 import { hostInit } from './commands/host-init';
 import {
   checkIds,
@@ -38,6 +38,7 @@ interface DemoFlags {
   injectFailures: number;
   failureBudget?: number;
   keep?: boolean;
+  stop?: string;
   runtimeDir?: string;
   json?: boolean;
 }
@@ -109,11 +110,14 @@ export function buildProgram(): Command {
     .command('host')
     .description('this host')
     .command('init')
-    .description('write a host config allow-listing the QEMU builds of this checkout, and a first VM spec')
+    .description(
+      'write a host config allow-listing the QEMU builds of this checkout, and two VM specs (counter, Linux)',
+    )
     .requiredOption('--host-id <id>', 'the host id (task queue qemu-host.<id>)')
     .requiredOption('--runtime-dir <dir>', 'where the host keeps records, sockets and logs (keep it short)')
-    .action((opts: { hostId: string; runtimeDir: string }) => {
-      process.stdout.write(`${hostInit(opts.hostId, opts.runtimeDir)}\n`);
+    .option('--netns <name>', "as root: a network namespace with a bridge and a tap for the Linux guest's NIC")
+    .action((opts: { hostId: string; runtimeDir: string; netns?: string }) => {
+      process.stdout.write(`${hostInit(opts.hostId, opts.runtimeDir, opts.netns)}\n`);
     });
 
   const vm = program.command('vm').description('one VM, by hand');
@@ -202,7 +206,9 @@ export function buildProgram(): Command {
 
   program
     .command('demo')
-    .description('the whole product on an embedded default: dev server, workers, VMs, a rollout with progress, a table')
+    .description(
+      'the whole product on an embedded default: dev server, workers, VMs (real Linux guests, pinged, writing their disks), a rollout with progress, a table per VM; Ctrl-C stops it all',
+    )
     .option('--qemu <kind>', 'real (QEMU 7.2 → 10.0.2, the default when installed) or sim (the simulator)')
     .option('--hosts <n>', 'local hosts, a host worker each', positiveInt, 2)
     .option('--vms-per-host <n>', 'VMs on each host (default: 2 real, 10 sim)', positiveInt)
@@ -210,10 +216,16 @@ export function buildProgram(): Command {
     .option('--dialect <name>', 'backend-transfer dialect of the simulator', 'local')
     .option('--inject-failures <n>', 'make n migrations fail (sim), to show rollback and the budget', nonNegativeInt, 0)
     .option('--failure-budget <n>', 'failed VMs before the rollout pauses itself', positiveInt)
-    .option('--keep', 'leave the upgraded VMs running with their records, and the dev server (real QEMU)')
+    .option('--keep', 'leave the VMs, their networks and the dev server running; says what, and how to stop them')
+    .option('--stop <dir>', 'stop what a `demo --keep` left running in <dir> (the folder it printed)')
     .option('--runtime-dir <dir>', 'where the hosts keep records, sockets and logs (default: a temporary folder)')
     .option('--json', 'end with one JSON object')
     .action(async (opts: DemoFlags) => {
+      if (opts.stop !== undefined) {
+        const { stopped } = await stopKeptDemo(opts.stop);
+        process.stdout.write(`${opts.json ? JSON.stringify({ stopped }) : stopped.join('\n')}\n`);
+        return;
+      }
       if (opts.qemu !== undefined && opts.qemu !== 'real' && opts.qemu !== 'sim') {
         throw new BadInputError(`--qemu: ${JSON.stringify(opts.qemu)} is not real or sim`);
       }
