@@ -24,6 +24,8 @@ export async function createHostWorker(config: HostConfig, settings = hostTempor
     taskQueue: hostTaskQueue(config),
     activities: createHostActivities(config),
     maxConcurrentActivityTaskExecutions: Math.max(8, config.limits.maxConcurrentMigrations * 6),
+    // A routine restart (SIGTERM) takes no new task and lets running migrations finish, within this bound.
+    shutdownGraceTime: config.limits.shutdownGraceMs,
     // The worker's identity shows in the Web UI and in `fleet-upgrade hosts`.
     identity: `host-worker/${config.hostId}/${process.pid}`,
     interceptors: { activity: [hostTelemetry(config.hostId)] }, // fleet: metrics and logs

@@ -10,6 +10,8 @@ export const failureTypes = {
   verificationFailed: 'VerificationFailed',
   /** A destination QEMU exited by itself before it was ready: the same launch would fail the same way. */
   launchFailed: 'LaunchFailed',
+  /** Which process holds the guest cannot be told: every candidate was kept and an operator must decide. */
+  needsOperator: 'NeedsOperator',
 } as const;
 
 export type FailureType = (typeof failureTypes)[keyof typeof failureTypes];

@@ -32,6 +32,10 @@ import type { FleetActivities } from '../activities/fleet/task-queues';
 const LIVE_POLLER_MS = 90_000;
 /** How long pause and abort wait for the running hosts to confirm the new gate. */
 const GATE_CONFIRM_MS = 30_000;
+/** Failures kept in the rollout's state for `retry`; older ones are only counted. */
+const KEPT_FAILURES = 1_000;
+/** Failures the progress query lists (the latest). */
+const SHOWN_FAILURES = 100;
 import { budgetView, isFailure, type VmOutcome } from './decisions/budget';
 import type { RolloutPlan } from './decisions/rollout-plan';
 import { hostsToStart, needsApproval, waveFinished, type HostRunState } from './decisions/waves';
@@ -113,7 +117,10 @@ export interface RolloutCarry {
   currentWave: number;
   approved: number[];
   hosts: HostEntry[];
+  /** The latest failures (at most KEPT_FAILURES, for `retry`); older ones are only counted. */
   failures: FailureEntry[];
+  /** Failures dropped from `failures` to keep the state (and each continue-as-new) bounded. */
+  failuresDropped?: number;
   failedSinceResume: number;
   resumes: number;
   retried: number;
@@ -154,7 +161,10 @@ export interface RolloutProgress {
     retryQueue: string[];
   }>;
   hostsByState: Record<HostRunState, number>;
+  /** The latest SHOWN_FAILURES failures. */
   failures: FailureEntry[];
+  /** Every failure of the rollout, including those no longer listed. */
+  failuresTotal: number;
   budget: { budget: number; failedSinceResume: number; remaining: number };
   window: { open: boolean; closesAt?: number; nextOpensAt?: number; always: boolean };
   preflight: PreflightResult[];
@@ -314,7 +324,8 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
       vms,
       hosts,
       hostsByState,
-      failures: s.failures,
+      failures: s.failures.slice(-SHOWN_FAILURES),
+      failuresTotal: s.failures.length + (s.failuresDropped ?? 0),
       budget: { budget: b.budget, failedSinceResume: b.failedSinceResume, remaining: b.remaining },
       window: { ...w, always: plan.windows.length === 0 },
       preflight: s.preflight,
@@ -349,6 +360,14 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
       });
   }
 
+  function keepFailuresBounded(): void {
+    const excess = s.failures.length - KEPT_FAILURES;
+    if (excess > 0) {
+      s.failures.splice(0, excess);
+      s.failuresDropped = (s.failuresDropped ?? 0) + excess;
+    }
+  }
+
   function countFailures(n: number): void {
     if (n <= 0 || s.status === 'aborting') return;
     s.failedSinceResume += n;
@@ -379,6 +398,7 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
         at: Date.now(),
         attempt: h.attempt,
       });
+      keepFailuresBounded();
       countFailures(1);
     } else h.state = 'done';
     if (h.retryQueue.length > 0) {
@@ -413,6 +433,7 @@ export async function rollout(input: RolloutInput): Promise<RolloutResult> {
         attempt: h.attempt,
       });
     }
+    keepFailuresBounded();
     countFailures(failed.length);
     if (r.final) hostFinished(h, r, r.error);
     else if (r.awaitingAck) control(h, r.seq);

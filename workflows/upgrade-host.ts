@@ -58,7 +58,15 @@ export interface VmFinished {
 export type OutcomeCounts = Record<VmOutcome, number>;
 
 export function zeroCounts(): OutcomeCounts {
-  return { upgraded: 0, 'already-on-target': 0, refused: 0, 'rolled-back': 0, failed: 0, cancelled: 0 };
+  return {
+    upgraded: 0,
+    'already-on-target': 0,
+    refused: 0,
+    'rolled-back': 0,
+    failed: 0,
+    'needs-operator': 0,
+    cancelled: 0,
+  };
 }
 
 export interface HostReport {

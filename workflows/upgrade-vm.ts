@@ -30,7 +30,7 @@ import {
   type RamMode,
   type TargetFacts,
 } from './decisions/plan';
-import { completionTimeoutSec, withDefaults, type MigrationPolicy } from './decisions/policy';
+import { completionTimeoutSec, problemsOf, withDefaults, type MigrationPolicy } from './decisions/policy';
 import { phaseKey } from './search-attributes';
 
 export interface UpgradeVmInput {
@@ -41,7 +41,11 @@ export interface UpgradeVmInput {
   policy?: Partial<MigrationPolicy>;
 }
 
-export type UpgradeOutcome = 'upgraded' | 'already-on-target' | 'refused' | 'rolled-back' | 'failed';
+/**
+ * `needs-operator`: which process holds the guest could not be told (the destination may have run it and then
+ * died or hung); every candidate process was kept and the VM's record says so (`fleet-upgrade vm resolve`).
+ */
+export type UpgradeOutcome = 'upgraded' | 'already-on-target' | 'refused' | 'rolled-back' | 'failed' | 'needs-operator';
 
 export type Phase =
   | 'inspect'
@@ -106,6 +110,15 @@ export const patches = {
    * migrate-back, done), not at every step: each upsert is a history event and a visibility write.
    */
   phaseAtMilestones: 'phase-at-milestones',
+  /**
+   * Once the destination may have run the guest, a cancellation no longer stops the upgrade: verify and
+   * finalize run to their end (a migration back was started instead).
+   */
+  finishAfterSwitchover: 'finish-after-switchover',
+  /** A migration back that fails is undone by the rollback of its own steps (it left them as they were). */
+  migrateBackCompensates: 'migrate-back-compensates',
+  /** A policy with values no migration can use (NaN, negative timeouts) is refused before anything starts. */
+  policyValidated: 'policy-validated',
 } as const;
 
 /** The phases FleetPhase shows (patches.phaseAtMilestones); the others are in the progress query only. */
@@ -156,6 +169,16 @@ function isProcessLost(err: unknown): boolean {
   return false;
 }
 
+/** Whether the host worker kept every process because an operator must decide. */
+function needsOperator(err: unknown): boolean {
+  let e: unknown = err;
+  while (e instanceof Error) {
+    if (e instanceof ApplicationFailure && e.type === failureTypes.needsOperator) return true;
+    e = 'cause' in e ? e.cause : undefined;
+  }
+  return false;
+}
+
 /** Whether a migrate failure says the destination has already run the guest. */
 function destinationRan(err: unknown): boolean {
   let e: unknown = err;
@@ -174,6 +197,7 @@ function destinationRan(err: unknown): boolean {
 export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult> {
   const { hostId, vmId } = input;
   const policy = withDefaults(input.policy);
+  const policyProblems = problemsOf(policy);
   const host = hostActivities(hostId, 120_000);
   const progress: UpgradeVmProgress = { phase: 'inspect', transferredBackends: [] };
   const result: UpgradeVmResult = { outcome: 'failed', hostId, vmId, transferredBackends: [], phases: [] };
@@ -208,6 +232,9 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
   }
   result.to = { label: input.target };
+  if (policyProblems.length && patched(patches.policyValidated)) {
+    return finish('refused', `invalid policy: ${policyProblems.join('; ')}`);
+  }
   let source: SourceInspection;
   let target: TargetFacts;
   try {
@@ -285,27 +312,33 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     }
   }
 
-  // 7. Verify, then finalize; a destination that ran but does not verify is migrated back.
-  try {
-    enter('verify');
-    await host.verify({ vmId, destination, expectVersion: target.qemuVersion });
-  } catch (err) {
-    if (patched(patches.verifyFailureByCause)) {
-      if (isProcessLost(err)) return await rollBack(err);
-      return await migrateBack(err, true);
+  // 7. Verify, then finalize; a destination that ran but does not verify is migrated back. The destination
+  // may have run by now: a cancellation no longer stops the upgrade, it finishes.
+  if (patched(patches.finishAfterSwitchover)) return await CancellationScope.nonCancellable(verifyAndFinalize);
+  return await verifyAndFinalize();
+
+  async function verifyAndFinalize(): Promise<UpgradeVmResult> {
+    try {
+      enter('verify');
+      await host.verify({ vmId, destination, expectVersion: target.qemuVersion });
+    } catch (err) {
+      if (patched(patches.verifyFailureByCause)) {
+        if (isProcessLost(err)) return await rollBack(err);
+        return await migrateBack(err, true);
+      }
+      return await migrateBack(err);
     }
-    return await migrateBack(err);
+    enter('finalize');
+    try {
+      await host.finalize(step);
+    } catch (err) {
+      if (!patched(patches.failuresEndInAResult)) throw err;
+      // The destination ran and is gone before it became the VM's process: the rollback decides.
+      if (isProcessLost(err)) return await rollBack(err);
+      return finish('failed', reasonOf(err));
+    }
+    return finish('upgraded');
   }
-  enter('finalize');
-  try {
-    await host.finalize(step);
-  } catch (err) {
-    if (!patched(patches.failuresEndInAResult)) throw err;
-    // The destination ran and is gone before it became the VM's process: the rollback decides.
-    if (isProcessLost(err)) return await rollBack(err);
-    return finish('failed', reasonOf(err));
-  }
-  return finish('upgraded');
 
   async function rollBack(err: unknown): Promise<UpgradeVmResult> {
     const cancelled = isCancellation(err);
@@ -313,10 +346,16 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     try {
       result.rollback = await CancellationScope.nonCancellable(() => host.rollback(step));
     } catch (rollbackErr) {
+      if (needsOperator(rollbackErr)) return finish('needs-operator', `${reasonOf(err)}; ${reasonOf(rollbackErr)}`);
       return finish('failed', `${reasonOf(err)}; rollback failed: ${reasonOf(rollbackErr)}`);
     }
+    const runningIn = result.rollback.runningIn;
+    if (runningIn !== null && runningIn.generation === destination.generation) {
+      // The destination had run, or held the newest state: the upgrade finished instead, even when cancelled.
+      return finish('upgraded', `${reasonOf(err)}; ${result.rollback.actions.join('; ')}`);
+    }
     if (cancelled) throw err;
-    if (result.rollback.runningIn === null) {
+    if (runningIn === null) {
       return finish('failed', `${reasonOf(err)}; ${result.rollback.actions.join('; ')}`);
     }
     return finish('rolled-back', reasonOf(err));
@@ -331,15 +370,29 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
     enter('migrate-back');
     const back: ProcessRef = { generation: destination.generation + 1, label: source.process.label };
     const reverse = { vmId, source: destination, destination: back };
+    let undone: RollbackOutcome | undefined;
     try {
       await CancellationScope.nonCancellable(async () => {
         if (commitFirst) await host.finalize(step);
-        await host.startDestination({ ...reverse, plan });
-        await migrator.migrate({ ...reverse, plan, policy, ramMiB: source.ramMiB });
+        try {
+          await host.startDestination({ ...reverse, plan });
+          await migrator.migrate({ ...reverse, plan, policy, ramMiB: source.ramMiB });
+        } catch (backErr) {
+          // Undo the way back as any failed step is undone: its destination goes if it never ran, and the
+          // process the VM came from is resumed, or kept for an operator.
+          if (patched(patches.migrateBackCompensates)) {
+            undone = await host.rollback(reverse).catch((undoErr: unknown) => {
+              throw needsOperator(undoErr) ? undoErr : backErr;
+            });
+          }
+          throw backErr;
+        }
         await host.finalize(reverse);
       });
     } catch (backErr) {
-      return finish('failed', `${reasonOf(err)}; migrating back failed: ${reasonOf(backErr)}`);
+      if (needsOperator(backErr)) return finish('needs-operator', `${reasonOf(err)}; ${reasonOf(backErr)}`);
+      const after = undone ? `; ${undone.actions.join('; ')}` : '';
+      return finish('failed', `${reasonOf(err)}; migrating back failed: ${reasonOf(backErr)}${after}`);
     }
     return finish('rolled-back', `${reasonOf(err)}; migrated back to ${source.process.label}`);
   }

@@ -68,6 +68,12 @@ export const LimitsSchema = z.strictObject({
   launchTimeoutMs: z.int().min(100).max(600_000).default(30_000),
   /** Grace between SIGTERM and SIGKILL when a QEMU process is stopped. */
   killGraceMs: z.int().min(0).max(600_000).default(5_000),
+  /**
+   * How long a stopping host worker (SIGTERM) lets running activities finish — a migration and its switchover
+   * among them — before it leaves them; a migration left running is picked up by the next worker's retry.
+   * The systemd unit's TimeoutStopSec must be longer.
+   */
+  shutdownGraceMs: z.int().min(0).max(3_600_000).default(120_000),
 });
 
 export const TlsSchema = z

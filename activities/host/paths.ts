@@ -39,6 +39,12 @@ export function socketPath(runtimeDir: string, vmId: string, generation: number,
   return checkSocketPath(path.join(runtimeSubdir(runtimeDir, 'run'), `${vmId}.${generation}.${kind}`));
 }
 
+/** QEMU's own pidfile of a process (`-pidfile`): written by QEMU as it starts, so a launch cut short is found. */
+export function pidFile(runtimeDir: string, vmId: string, generation: number): string {
+  assertSafeId(vmId, 'id');
+  return path.join(runtimeSubdir(runtimeDir, 'run'), `${vmId}.${generation}.pid`);
+}
+
 export function logFile(runtimeDir: string, vmId: string, generation: number, role: QemuRole): string {
   assertSafeId(vmId, 'id');
   return path.join(runtimeSubdir(runtimeDir, 'log'), `${vmId}.${generation}.${role}.log`);

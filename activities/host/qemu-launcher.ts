@@ -7,7 +7,7 @@ import { access, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { QmpClient } from '../qmp/client';
 import { ensurePrivateDir } from './fs-util';
-import { logFile as logFileFor, runtimeSubdir, socketPath, type QemuRole } from './paths';
+import { logFile as logFileFor, pidFile, runtimeSubdir, socketPath, type QemuRole } from './paths';
 import { isSimulatedHandle, killSimulated, launchSimulated, simulatedAlive, simulatorOfPath } from './sim-launcher';
 
 export interface LaunchQemuOptions {
@@ -143,8 +143,11 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
       fd,
       `--- ${new Date().toISOString()} launching ${o.role} of ${o.vmId} (generation ${o.generation}): ${o.binary} ${o.args.join(' ')}\n`,
     );
+    // QEMU writes its pidfile as it starts: a worker killed before it recorded the pid still leaves the
+    // process findable (activities/upgrade/processes.ts findProcess), never an orphan nobody can stop.
+    const args = [...o.args, '-pidfile', pidFile(o.runtimeDir, o.vmId, o.generation)];
     // `ip netns exec` execs QEMU in place, so the pid we record is QEMU's.
-    const [cmd, argv] = o.netns ? [IP_BINARY, ['netns', 'exec', o.netns, o.binary, ...o.args]] : [o.binary, o.args];
+    const [cmd, argv] = o.netns ? [IP_BINARY, ['netns', 'exec', o.netns, o.binary, ...args]] : [o.binary, args];
     child = spawn(cmd, argv, {
       detached: true,
       stdio: ['ignore', fd, fd, ...(o.passFds ?? [])],

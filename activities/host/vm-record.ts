@@ -20,6 +20,24 @@ export const VmRecordSchema = z
     /** 1 at first launch, +1 for each process that took the VM over. */
     generation: z.int().min(1),
     logFile: absPath.optional(),
+    /**
+     * Set when an upgrade could not tell which process holds the guest's current state: every process listed
+     * is kept as it was, nothing upgrades the VM, and an operator picks one (`fleet-upgrade vm resolve`).
+     */
+    attention: z
+      .strictObject({
+        reason: z.string(),
+        since: z.iso.datetime(),
+        processes: z.array(
+          z.strictObject({
+            generation: z.int().min(1),
+            label: safeLabel,
+            pid: z.int().positive(),
+            qmpSocket: absPath,
+          }),
+        ),
+      })
+      .optional(),
   })
   .refine((r) => r.spec.id === r.id, { message: 'must equal id', path: ['spec', 'id'] });
 

@@ -1,5 +1,6 @@
 // Step 4 of the saga: start the destination paused, with the source's concrete machine type and each
 // backend in transfer or re-create mode as decided. A retry finds a destination already waiting and keeps it.
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationPlan } from '../../workflows/decisions/plan';
@@ -14,6 +15,7 @@ import { killQemu, launchQemu, QemuLaunchError } from '../host/qemu-launcher';
 import type { Handover, VmSpec } from '../host/vm-spec';
 import { buildQemuArgs } from '../host/vm-spec';
 import type { DestinationStarted, HostActivities } from './api';
+import { resumeMarker } from './migrate';
 import {
   allowedBinary,
   connect,
@@ -22,6 +24,7 @@ import {
   isAlive,
   rememberProcess,
   requireLiveProcess,
+  refuseGenerations,
   refuseUnsafeInput,
   requireRecord,
   withQmp,
@@ -47,6 +50,7 @@ export function netdevsOf(spec: VmSpec, entries: readonly string[]): string[] {
 export async function startDestination(config: HostConfig, input: StartInput): Promise<DestinationStarted> {
   const { vmId, plan } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
+  refuseGenerations(input.source, input.destination);
   const record = await requireRecord(config, vmId);
   if (record.generation !== input.source.generation) {
     throw ApplicationFailure.nonRetryable(
@@ -64,6 +68,9 @@ export async function startDestination(config: HostConfig, input: StartInput): P
     await killQemu(existing.pid, { graceMs: 0, expectArg: existing.qmpSocket });
   }
   await forgetProcess(config, vmId, input.destination.generation);
+  // A resume marker speaks of the process it was written for: one left by an earlier destination of this
+  // generation (rolled back) must not make the new one look as if it had run.
+  await rm(resumeMarker(config, vmId, input.destination.generation), { force: true });
 
   const binary = allowedBinary(config, input.destination.label);
   const memory = await withQmp(config, source, (qmp) => queryGuestMemory(qmp));
@@ -145,11 +152,12 @@ async function recreateTaps(
 }
 
 /**
- * A QEMU that exited by itself before it was ready will exit the same way on a retry (a tap busy, an option
- * the build refuses, a missing image): no retry, the saga rolls back at once with QEMU's own words.
+ * A QEMU that gave up with its error status (1) before it was ready will do so again on a retry (a tap busy,
+ * an option the build refuses, a missing image): no retry, the saga rolls back at once with QEMU's own words.
+ * A crash (a signal, or another status) may not repeat, and is retried.
  */
 function failFastOnLaunch(err: unknown): unknown {
-  if (err instanceof QemuLaunchError && err.exitCode !== null && err.exitCode !== 0) {
+  if (err instanceof QemuLaunchError && err.exitCode === 1) {
     return ApplicationFailure.nonRetryable(err.message, failureTypes.launchFailed);
   }
   return err;

@@ -20,6 +20,15 @@ export function transferableFromSpec(spec: VmSpec): string[] {
 
 export async function inspectSource(config: HostConfig, input: { vmId: string }): Promise<SourceInspection> {
   const record = await requireRecord(config, input.vmId);
+  if (record.attention) {
+    const gens = record.attention.processes.map((p) => p.generation).join(' or ');
+    throw ApplicationFailure.nonRetryable(
+      `VM ${input.vmId} waits for an operator since ${record.attention.since}: ${record.attention.reason}. ` +
+        `Check which process holds the guest (generation ${gens || '?'}), then run ` +
+        `\`fleet-upgrade vm resolve --config <host config> --vm ${input.vmId} --keep <generation>\``,
+      failureTypes.notAllowed,
+    );
+  }
   const ref = { generation: record.generation, label: record.binary.label };
   const process = await requireLiveProcess(config, input.vmId, ref, 'source');
   const caps = await withQmp(config, process, async (qmp) => probeVm(qmp, await knownFeatures(config, ref.label)));

@@ -11,15 +11,22 @@ import { socketPath } from '../host/paths';
 import { killQemu } from '../host/qemu-launcher';
 import { deleteTap, recreatedTapName, tapExists } from '../host/taps';
 import type { VmSpec } from '../host/vm-spec';
+import {
+  recoveryAction,
+  type DestinationState,
+  type RecoveryFacts,
+  type SourceState,
+} from '../../workflows/decisions/recovery';
 import { readVmRecord, writeVmRecord } from '../host/vm-record';
 import type { QmpClient } from '../qmp/client';
-import type { HostActivities, ProcessRef, RollbackOutcome, Verification } from './api';
+import type { HostActivities, RollbackOutcome, Verification } from './api';
 import { destinationMayHaveRun, resumeMarker } from './migrate';
 import {
   allowedBinary,
   findProcess,
   forgetProcess,
   isAlive,
+  refuseGenerations,
   refuseUnsafeInput,
   rememberProcess,
   requireLiveProcess,
@@ -87,6 +94,7 @@ async function removeLeftovers(config: HostConfig, vmId: string, generation: num
 export async function finalize(config: HostConfig, input: Parameters<HostActivities['finalize']>[0]): Promise<void> {
   const { vmId } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
+  refuseGenerations(input.source, input.destination);
   const record = await requireRecord(config, vmId);
   if (record.generation === input.source.generation) {
     const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
@@ -137,8 +145,10 @@ export async function finalize(config: HostConfig, input: Parameters<HostActivit
 }
 
 /**
- * Before the destination ever ran: cancel any migration, kill the destination, resume the source.
- * A destination that did run is kept (and finalized); a source whose state may be stale is never resumed.
+ * Undoes an upgrade that cannot go on, as the recovery table (workflows/decisions/recovery.ts) decides from what
+ * both QEMUs report now: before the destination ever ran, the source resumes and the destination goes; once it
+ * may have run, it is never killed — it becomes the VM's process when it holds the newest state, and otherwise
+ * both processes are kept and the record says that an operator must decide.
  */
 export async function rollback(
   config: HostConfig,
@@ -146,6 +156,7 @@ export async function rollback(
 ): Promise<RollbackOutcome> {
   const { vmId } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
+  refuseGenerations(input.source, input.destination);
   const actions: string[] = [];
   const record = await readVmRecord(config.runtimeDir, vmId);
   if (record?.generation === input.destination.generation) {
@@ -153,87 +164,133 @@ export async function rollback(
   }
   const source = await findProcess(config, vmId, input.source);
   const destination = await findProcess(config, vmId, input.destination);
-  const sourceAlive = source !== undefined && isAlive(source);
-  const destinationAlive = destination !== undefined && isAlive(destination);
-
-  // A source whose monitor does not answer can be neither cancelled nor resumed from here; the destination
-  // is still dealt with below (kept if it runs the guest, killed if it never did), so the VM is not left
-  // with a second process, and the failure is reported afterwards.
-  let sourceUnreachable: unknown;
-  if (sourceAlive) {
-    try {
-      await withQmp(config, source, async (qmp) => {
-        const info = (await qmp.execute('query-migrate')) as { status?: string };
-        if (info.status && !['completed', 'failed', 'cancelled', 'none'].includes(info.status)) {
-          await qmp.execute('migrate_cancel');
-          actions.push('cancelled the migration on the source');
-          await waitUntilSettled(qmp);
-        }
-      });
-    } catch (err) {
-      sourceUnreachable = err;
-    }
-  }
-
-  if (destinationAlive) {
-    const running = await withQmp(config, destination, async (qmp) => (await statusOf(qmp)).running).catch(() => false);
-    if (running) {
+  const facts: RecoveryFacts = {
+    finalized: false,
+    mayHaveRun: destinationMayHaveRun(config, vmId, input.destination.generation),
+    source: await settleSource(config, source, actions),
+    destination: await destinationState(config, destination),
+  };
+  const action = recoveryAction(facts);
+  switch (action.kind) {
+    case 'already-finalized':
+      return { runningIn: input.destination, actions };
+    case 'keep-destination':
       await finalize(config, input);
       return {
         runningIn: input.destination,
-        actions: [...actions, 'the destination already runs the guest: kept it and finalized'],
+        actions: [...actions, 'the destination runs the guest: kept it and finalized'],
+      };
+    case 'resume-destination': {
+      writeFileSync(resumeMarker(config, vmId, input.destination.generation), new Date().toISOString(), {
+        mode: 0o600,
+      });
+      await withQmp(config, destination!, (qmp) => qmp.execute('cont'));
+      await finalize(config, input);
+      return {
+        runningIn: input.destination,
+        actions: [
+          ...actions,
+          'the destination held the whole state and the source had stopped: resumed the destination and finalized',
+        ],
       };
     }
-  }
-  if (!sourceAlive && destination && destinationAlive && (await holdsCompletedMigration(config, destination))) {
-    // The source died after the destination had received everything: the destination holds the latest
-    // state and nothing ran since, so it is resumed rather than the VM lost.
-    writeFileSync(resumeMarker(config, vmId, input.destination.generation), new Date().toISOString(), { mode: 0o600 });
-    await withQmp(config, destination, (qmp) => qmp.execute('cont'));
-    await finalize(config, input);
-    return {
-      runningIn: input.destination,
-      actions: [...actions, 'the source died after the migration completed: resumed the destination and finalized'],
-    };
-  }
-  const ran = destinationMayHaveRun(config, vmId, input.destination.generation);
-  if (destination && destinationAlive) {
-    await killQemu(destination.pid, { graceMs: 0, expectArg: destination.qmpSocket });
-    actions.push(`killed the destination (pid ${destination.pid})`);
-  }
-  await forgetProcess(config, vmId, input.destination.generation);
-  if (record) {
-    for (const name of Object.values(await recreatedTaps(config, record.spec, input.destination.generation))) {
-      await deleteTap(config.netns, name);
-      actions.push(`deleted the re-created tap ${name}`);
+    case 'resume-source':
+    case 'lost': {
+      // The destination never ran: it holds nothing that is not (or was not) in the source.
+      if (destination && isAlive(destination)) {
+        await killQemu(destination.pid, { graceMs: 0, expectArg: destination.qmpSocket });
+        actions.push(`killed the destination (pid ${destination.pid}), which never ran`);
+      }
+      await forgetProcess(config, vmId, input.destination.generation);
+      if (record) {
+        for (const name of Object.values(await recreatedTaps(config, record.spec, input.destination.generation))) {
+          await deleteTap(config.netns, name);
+          actions.push(`deleted the re-created tap ${name}`);
+        }
+      }
+      await removeLeftovers(config, vmId, input.destination.generation);
+      if (action.kind === 'lost') return { runningIn: null, actions: [...actions, action.why] };
+      const resumed = await withQmp(config, source!, async (qmp) => {
+        if ((await statusOf(qmp)).running) return false;
+        await qmp.execute('cont');
+        return true;
+      });
+      if (resumed) actions.push('resumed the source');
+      return { runningIn: input.source, actions };
+    }
+    case 'retry':
+      // Retryable: the monitor may come back. Until then nobody can tell whether the guest runs there.
+      throw new Error(`${action.why} (pid ${source?.pid})`);
+    case 'operator': {
+      const kept = [source, destination].filter((p): p is VmProcess => p !== undefined && isAlive(p));
+      if (record) {
+        await writeVmRecord(
+          config.runtimeDir,
+          {
+            ...record,
+            attention: {
+              reason: action.why,
+              since: new Date().toISOString(),
+              processes: kept.map((p) => ({
+                generation: p.generation,
+                label: p.label,
+                pid: p.pid,
+                qmpSocket: p.qmpSocket,
+              })),
+            },
+          },
+          { expectGeneration: record.generation },
+        );
+      }
+      const which = kept.map((p) => `generation ${p.generation} (QEMU ${p.label}, pid ${p.pid})`).join(' and ');
+      throw ApplicationFailure.nonRetryable(
+        `an operator must decide: ${action.why}. Kept ${which || 'no live process'}; check which holds the guest, ` +
+          `then run \`fleet-upgrade vm resolve --config <host config> --vm ${vmId} --keep <generation>\``,
+        failureTypes.needsOperator,
+      );
     }
   }
+}
 
-  if (!sourceAlive) {
-    actions.push('the source QEMU is gone: the VM is not running');
-    return { runningIn: null, actions };
+const settled = ['completed', 'failed', 'cancelled', 'none'];
+
+/** Cancels an outgoing migration still in flight, then reads where the source is. */
+async function settleSource(config: HostConfig, p: VmProcess | undefined, actions: string[]): Promise<SourceState> {
+  if (!p || !isAlive(p)) return 'gone';
+  try {
+    return await withQmp(config, p, async (qmp) => {
+      const info = (await qmp.execute('query-migrate')) as { status?: string };
+      if (info.status && !settled.includes(info.status)) {
+        await qmp.execute('migrate_cancel');
+        actions.push('cancelled the migration on the source');
+        await waitUntilSettled(qmp);
+      }
+      return (await statusOf(qmp)).running ? 'running' : 'stopped';
+    });
+  } catch {
+    return isAlive(p) ? 'unreachable' : 'gone';
   }
-  if (ran) {
-    throw ApplicationFailure.nonRetryable(
-      `the destination of ${vmId} may have run the guest before it died; the source's state is stale and was left paused`,
-      failureTypes.staleSource,
-    );
+}
+
+/** What the destination is now, as its monitor says (never guessed from a failed question). */
+async function destinationState(config: HostConfig, p: VmProcess | undefined): Promise<DestinationState> {
+  if (!p || !isAlive(p)) return 'gone';
+  try {
+    return await withQmp(config, p, async (qmp) => {
+      const [state, info] = await Promise.all([
+        statusOf(qmp),
+        qmp.execute('query-migrate') as Promise<{ status?: string }>,
+      ]);
+      if (state.running) return 'running';
+      if (state.status === 'inmigrate') return 'incomplete';
+      if (state.status === 'paused' || state.status === 'prelaunch') {
+        return info.status === 'completed' ? 'holds-completed' : 'incomplete';
+      }
+      return 'stopped';
+    });
+  } catch {
+    return isAlive(p) ? 'unreachable' : 'gone';
   }
-  if (sourceUnreachable !== undefined) {
-    // Retryable: the monitor may come back. Until then nobody can tell whether the guest runs there.
-    throw new Error(
-      `the source QEMU (pid ${source?.pid}) does not answer its monitor, so the VM may not be running: ${(sourceUnreachable as Error).message}`,
-    );
-  }
-  const resumed = await withQmp(config, source, async (qmp) => {
-    const state = await statusOf(qmp);
-    if (state.running) return false;
-    await qmp.execute('cont');
-    return true;
-  });
-  if (resumed) actions.push('resumed the source');
-  await removeLeftovers(config, vmId, input.destination.generation);
-  return { runningIn: input.source as ProcessRef, actions };
 }
 
 /** The taps made for the destination of `generation` (see destination.ts), by netdev id. */
@@ -247,25 +304,10 @@ async function recreatedTaps(config: HostConfig, spec: VmSpec, generation: numbe
   return out;
 }
 
-/** A paused destination whose incoming migration completed. */
-async function holdsCompletedMigration(config: HostConfig, destination: VmProcess): Promise<boolean> {
-  try {
-    return await withQmp(config, destination, async (qmp) => {
-      const [state, info] = await Promise.all([
-        statusOf(qmp),
-        qmp.execute('query-migrate') as Promise<{ status?: string }>,
-      ]);
-      return !state.running && info.status === 'completed';
-    });
-  } catch {
-    return false;
-  }
-}
-
 async function waitUntilSettled(qmp: QmpClient): Promise<void> {
   for (let i = 0; i < 200; i++) {
     const info = (await qmp.execute('query-migrate')) as { status?: string };
-    if (!info.status || ['completed', 'failed', 'cancelled', 'none'].includes(info.status)) return;
+    if (!info.status || settled.includes(info.status)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
 }

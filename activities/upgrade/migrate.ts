@@ -13,10 +13,16 @@ import { dialectByName } from '../capabilities/dialects';
 import type { HostConfig } from '../host/config';
 import { runtimeSubdir, socketPath } from '../host/paths';
 import type { QmpClient } from '../qmp/client';
-import { isQmpFailure } from '../qmp/errors';
 import type { QmpEvent } from '../qmp/messages';
 import type { HostActivities, MigrationOutcome, MigrationProgress } from './api';
-import { connect, isAlive, refuseUnsafeInput, requireLiveProcess, type VmProcess } from './processes';
+import {
+  connect,
+  isAlive,
+  refuseGenerations,
+  refuseUnsafeInput,
+  requireLiveProcess,
+  type VmProcess,
+} from './processes';
 
 type MigrateInput = Parameters<HostActivities['migrate']>[0];
 
@@ -28,6 +34,8 @@ export interface ActivitySide {
   signalProgress?(progress: MigrationProgress): Promise<void>;
   progressSignalIntervalMs?: number;
   pollIntervalMs?: number;
+  /** On cancellation, leave QEMU's migration running (the worker stops; a retry awaits the migration). */
+  keepMigrationOnCancel?: () => boolean;
 }
 
 const migrateInfoSchema = z
@@ -84,6 +92,27 @@ function fail(type: string, message: string, destinationRan = false): Applicatio
   return ApplicationFailure.create({ type, message, nonRetryable: true, details: [{ destinationRan }] });
 }
 
+/** The destination process died during the migration (explain() says what that means for the guest). */
+class DestinationGone extends Error {
+  constructor(pid: number) {
+    super(`destination QEMU (pid ${pid}) exited during the migration`);
+  }
+}
+
+/**
+ * The source's figures once it reports `completed`: the destination may finish loading (and be resumed)
+ * before the source has marked its side completed and recorded the downtime.
+ */
+async function settledInfo(src: QmpClient, fallback: MigrateInfo): Promise<MigrateInfo> {
+  for (let i = 0; i < 100; i++) {
+    const info = await queryMigrate(src).catch(() => undefined);
+    if (!info) return fallback;
+    if (info.status !== 'active' && info.status !== 'device' && info.status !== 'pre-switchover') return info;
+    await sleep(20);
+  }
+  return fallback;
+}
+
 /** Records what both QEMUs say with their own timestamps. */
 class EventTimeline {
   sourceStop?: number;
@@ -116,6 +145,7 @@ class EventTimeline {
 export async function migrate(config: HostConfig, input: MigrateInput, side: ActivitySide): Promise<MigrationOutcome> {
   const { vmId, plan } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
+  refuseGenerations(input.source, input.destination);
   const started = Date.now();
   const source = await requireLiveProcess(config, vmId, input.source, 'source');
   const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
@@ -148,7 +178,7 @@ export async function migrate(config: HostConfig, input: MigrateInput, side: Act
     await monitor(src, destination, input, side, switched, started);
     await switched.done;
 
-    const final = await queryMigrate(src).catch(() => before);
+    const final = await settledInfo(src, before);
     const gap = (a?: number, b?: number) => (a !== undefined && b !== undefined ? Math.max(0, b - a) : null);
     return {
       strategy: plan.strategy,
@@ -216,16 +246,22 @@ async function startMigration(
   }
 
   const dst = await connect(config, destination);
-  timeline.watchDestination(dst);
-  const state = await queryStatus(dst);
-  if (state.status !== 'inmigrate') {
-    throw fail(failureTypes.migrationFailed, `destination is not waiting for a migration (status ${state.status})`);
+  try {
+    timeline.watchDestination(dst);
+    const state = await queryStatus(dst);
+    if (state.status !== 'inmigrate') {
+      throw fail(failureTypes.migrationFailed, `destination is not waiting for a migration (status ${state.status})`);
+    }
+    await dst.execute('migrate-set-capabilities', { capabilities: [events, ...sharedRam] });
+    if (Object.keys(transferParams).length) await dst.execute('migrate-set-parameters', transferParams);
+    await dst.execute('migrate-incoming', { uri: `unix:${sockets.migSocket}` });
+    await src.execute('migrate', { uri: `unix:${sockets.migSocket}` });
+    return dst;
+  } catch (err) {
+    // QEMU serves one client per monitor: a connection left open would lock every retry and the rollback out.
+    await dst.close().catch(() => undefined);
+    throw err;
   }
-  await dst.execute('migrate-set-capabilities', { capabilities: [events, ...sharedRam] });
-  if (Object.keys(transferParams).length) await dst.execute('migrate-set-parameters', transferParams);
-  await dst.execute('migrate-incoming', { uri: `unix:${sockets.migSocket}` });
-  await src.execute('migrate', { uri: `unix:${sockets.migSocket}` });
-  return dst;
 }
 
 async function connectWhenUp(config: HostConfig, p: VmProcess): Promise<QmpClient> {
@@ -323,7 +359,7 @@ async function monitor(
   while (!finished) {
     await Promise.race([sleep(pollMs), switched.catch(() => undefined), side.cancelled]).catch(async (err) => {
       if (finished) return;
-      await cancelMigration(src);
+      if (!side.keepMigrationOnCancel?.()) await cancelMigration(src);
       throw err;
     });
     if (finished) return;
@@ -339,19 +375,24 @@ async function monitor(
       const gone = !isAlive(destination) ? ' (destination QEMU exited)' : '';
       throw fail(failureTypes.migrationFailed, `migration ${info.status}: ${why}${gone}`);
     }
-    // Checked before the `completed` branch too, so a destination that never completes cannot hold the
-    // activity until its start-to-close timeout.
-    if (Date.now() > deadline) {
-      await cancelMigration(src);
-      throw fail(
-        failureTypes.completionTimeout,
-        `not complete after ${completionTimeoutSec(input.policy, input.ramMiB)} s; migration cancelled`,
-      );
+    if (!isAlive(destination)) {
+      // Noticed within one poll: once the source has sent everything, the guest stays paused until then.
+      if (info.status !== 'completed') await cancelMigration(src);
+      throw new DestinationGone(destination.pid);
     }
-    if (info.status === 'completed') {
+    if (info.status === 'completed' && Date.now() <= deadline) {
       // The source is done; the destination's completion (and our cont) follows within moments.
       await switchover.check();
       continue;
+    }
+    // Checked for a completed source too, so a destination that never completes cannot hold the activity
+    // until its start-to-close timeout.
+    if (Date.now() > deadline) {
+      if (info.status !== 'completed') await cancelMigration(src);
+      throw fail(
+        failureTypes.completionTimeout,
+        `not complete after ${completionTimeoutSec(input.policy, input.ramMiB)} s${info.status === 'completed' ? ' (the destination never resumed)' : '; migration cancelled'}`,
+      );
     }
     if (progress.transferredBytes !== lastBytes) {
       lastBytes = progress.transferredBytes;
@@ -398,6 +439,6 @@ async function explain(
   if (!isAlive(destination)) {
     return fail(failureTypes.processLost, `destination QEMU (pid ${destination.pid}) exited during the migration`, ran);
   }
-  if (isQmpFailure(err)) return err; // transient: a retry reconciles with what QEMU reports
+  // Anything else (a QMP timeout, a lost connection) is transient: a retry reconciles with what QEMU reports.
   return err;
 }

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { failureTypes } from '../../workflows/failures';
 import { resolveBinary, type HostConfig, type ResolvedBinary } from '../host/config';
 import { writeFileAtomic } from '../host/fs-util';
-import { runtimeSubdir, socketPath } from '../host/paths';
+import { pidFile, runtimeSubdir, socketPath } from '../host/paths';
 import { isProcessAlive } from '../host/qemu-launcher';
 import { assertSafeId, SAFE_LABEL } from '../host/validate';
 import { readVmRecord, type VmRecord } from '../host/vm-record';
@@ -96,6 +96,7 @@ export async function rememberProcess(
 
 export async function forgetProcess(config: HostConfig, vmId: string, generation: number): Promise<void> {
   await rm(procFile(config, vmId, generation), { force: true });
+  await rm(pidFile(config.runtimeDir, vmId, generation), { force: true });
 }
 
 /** The process of a generation, from the record or its process file; undefined when none was started. */
@@ -115,7 +116,13 @@ export async function findProcess(config: HostConfig, vmId: string, ref: Process
   try {
     text = await readFile(procFile(config, vmId, ref.generation), 'utf8');
   } catch {
-    return undefined;
+    // No process file: a launch cut short (the worker died) may have left a QEMU that wrote its pidfile.
+    const pid = Number(
+      (await readFile(pidFile(config.runtimeDir, vmId, ref.generation), 'utf8').catch(() => '')).trim(),
+    );
+    if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+    const orphan = { vmId, generation: ref.generation, label: ref.label, pid, qmpSocket };
+    return isAlive(orphan) ? orphan : undefined;
   }
   const p = procFileSchema.parse(JSON.parse(text));
   return { vmId, generation: ref.generation, label: p.label, pid: p.pid, qmpSocket };
@@ -153,5 +160,15 @@ export async function withQmp<T>(config: HostConfig, p: VmProcess, use: (qmp: Qm
     return await use(qmp);
   } finally {
     await qmp.close();
+  }
+}
+
+/** Steps that name two processes of one VM always move it forward: the destination is the later one. */
+export function refuseGenerations(source: ProcessRef, destination: ProcessRef): void {
+  if (destination.generation <= source.generation) {
+    throw ApplicationFailure.nonRetryable(
+      `destination generation ${destination.generation} must be after source generation ${source.generation}`,
+      failureTypes.notAllowed,
+    );
   }
 }

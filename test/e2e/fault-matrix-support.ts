@@ -532,22 +532,33 @@ async function checkInvariants(
   } else {
     runs = roleOf(running[0]!.instance);
   }
-  const stray = live.filter((s) => s.pid !== record?.pid);
+  // A record that waits for an operator names every process it kept; those are not strays.
+  const named = new Set([record?.pid, ...(record?.attention?.processes.map((p) => p.pid) ?? [])]);
+  const stray = live.filter((s) => !named.has(s.pid));
   if (stray.length) violations.push(`live processes not named by the record: ${stray.map((s) => s.pid).join(', ')}`);
+  if (result?.outcome === 'needs-operator' && !record?.attention) {
+    violations.push('the result says an operator must decide, the record does not');
+  }
+  // A process that may hold the only current copy of the guest is never killed by us: when an operator must
+  // decide, the destination is still alive, unless the result says it died by itself.
+  if (result?.outcome === 'needs-operator') {
+    const dst = starts.find((e) => roleOf(e.instance) === 'destination' && alive(e.pid));
+    if (!dst && !/died/.test(result.reason ?? '')) violations.push('the destination that may have run is gone');
+  }
 
   // 4. The record names a live process, and the one that runs the guest; or the result says it is not running.
   if (runs === 'nowhere') {
-    if (!/not running|left paused/i.test(result?.reason ?? '')) {
+    if (!/not running|left paused|operator must decide/i.test(result?.reason ?? '')) {
       violations.push(`the guest runs nowhere but the result does not say so (reason: ${result?.reason ?? '-'})`);
     }
   } else if (!record || !isProcessAlive(record.pid, record.qmpSocket)) {
     violations.push(`the record names no live process (pid ${record?.pid})`);
-  } else if (running[0] && pidOf.get(running[0].instance) !== record.pid) {
+  } else if (running[0] && !named.has(pidOf.get(running[0].instance))) {
     violations.push(`the record names pid ${record.pid}, the guest runs in ${pidOf.get(running[0].instance)}`);
   }
   if (record) {
     const expectLabel = runs === 'destination' ? 'new' : 'old';
-    if (runs !== 'nowhere' && runs !== 'several' && record.binary.label !== expectLabel) {
+    if (runs !== 'nowhere' && runs !== 'several' && !record.attention && record.binary.label !== expectLabel) {
       violations.push(`the record names label ${record.binary.label}, expected ${expectLabel}`);
     }
   }

@@ -264,7 +264,7 @@ export const cases: MatrixCase[] = [
     fault: 'destination crash',
     how: 'destination cont:crash (dies on the switchover’s cont)',
     plan: { destination: { faults: ['cont:crash'] } },
-    expect: { outcome: 'failed', runs: 'nowhere', reason: /left paused/ },
+    expect: { outcome: 'needs-operator', runs: 'nowhere', reason: /left paused/ },
   },
   {
     id: 'cont-destination-error',
@@ -281,7 +281,7 @@ export const cases: MatrixCase[] = [
     fault: 'QMP hang',
     how: 'destination cont:hang',
     plan: { destination: { faults: ['cont:hang'] } },
-    expect: { outcome: 'failed', runs: 'nowhere', reason: /left paused/ },
+    expect: { outcome: 'needs-operator', runs: 'nowhere', reason: /both processes were kept/ },
   },
   // verify
   {

@@ -41,6 +41,7 @@ describe('host config', () => {
       qmpTimeoutMs: 10000,
       launchTimeoutMs: 30000,
       killGraceMs: 5000,
+      shutdownGraceMs: 120000,
     });
     expect(c.temporal).toEqual({ address: '127.0.0.1:7233', namespace: 'default' });
     expect(hostTaskQueue(c)).toBe('qemu-host.hv-01');

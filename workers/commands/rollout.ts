@@ -102,7 +102,7 @@ export function describeProgress(p: RolloutProgress, outcome?: string): string {
   const v = p.vms;
   lines.push(
     `  VMs: ${v.upgraded} upgraded, ${v['already-on-target']} already on target, ${v['in-flight']} in flight, ${v.pending} pending, ` +
-      `${v.failed} failed, ${v['rolled-back']} rolled back, ${v.refused} refused${v.cancelled ? `, ${v.cancelled} cancelled` : ''}`,
+      `${v.failed} failed, ${v['rolled-back']} rolled back, ${v.refused} refused${v.cancelled ? `, ${v.cancelled} cancelled` : ''}${v['needs-operator'] ? `, ${v['needs-operator']} need an operator` : ''}`,
   );
   const hb = p.hostsByState;
   lines.push(
@@ -115,7 +115,7 @@ export function describeProgress(p: RolloutProgress, outcome?: string): string {
   else lines.push(`  window: closed; next opens ${when(p.window.nextOpensAt)}`);
   for (const h of p.hosts) {
     const c = h.counts;
-    const failed = c.failed + c['rolled-back'] + c.refused;
+    const failed = c.failed + c['rolled-back'] + c.refused + (c['needs-operator'] ?? 0);
     lines.push(
       `  ${h.hostId.padEnd(16)} ${h.wave.padEnd(10)} ${h.state.padEnd(8)} ${c.upgraded + c['already-on-target']}/${h.total || '?'} done` +
         `${failed ? `, ${failed} failed` : ''}${h.inFlight.length ? `, in flight: ${h.inFlight.join(' ')}` : ''}` +
@@ -167,7 +167,14 @@ export async function rolloutStatus(client: Client, id: string, json: boolean): 
 /** 0 when the rollout completed with every VM upgraded (or already there); 1 otherwise. */
 export function exitCodeOfRollout(r: RolloutResult): number {
   const v = r.vms;
-  const bad = v.failed + v['rolled-back'] + v.refused + v.cancelled + r.hostsByState.failed + r.hostsByState.skipped;
+  const bad =
+    v.failed +
+    v['rolled-back'] +
+    v.refused +
+    v.cancelled +
+    (v['needs-operator'] ?? 0) +
+    r.hostsByState.failed +
+    r.hostsByState.skipped;
   return r.outcome === 'completed' && bad === 0 ? ExitCode.ok : ExitCode.failed;
 }
 
@@ -186,7 +193,7 @@ async function waitForResult(
       try {
         const p = await handle.query<RolloutProgress>('progress');
         const v = p.vms;
-        const line = `${p.status} wave ${p.wave.index + 1}/${p.wave.of} ${p.wave.name}: ${v.upgraded + v['already-on-target']} done, ${v['in-flight']} in flight, ${v.pending} pending, ${v.failed + v['rolled-back'] + v.refused} failed${p.window.always || p.window.open ? '' : ', window closed'}`;
+        const line = `${p.status} wave ${p.wave.index + 1}/${p.wave.of} ${p.wave.name}: ${v.upgraded + v['already-on-target']} done, ${v['in-flight']} in flight, ${v.pending} pending, ${v.failed + v['rolled-back'] + v.refused + (v['needs-operator'] ?? 0)} failed${p.window.always || p.window.open ? '' : ', window closed'}`;
         if (line !== last) say(line);
         last = line;
       } catch {

@@ -9,7 +9,7 @@ import type { UpgradeOutcome } from '../upgrade-vm';
 export type VmOutcome = UpgradeOutcome | 'cancelled';
 
 export function isFailure(outcome: VmOutcome): boolean {
-  return outcome === 'refused' || outcome === 'rolled-back' || outcome === 'failed';
+  return outcome === 'refused' || outcome === 'rolled-back' || outcome === 'failed' || outcome === 'needs-operator';
 }
 
 export function isSuccess(outcome: VmOutcome): boolean {

@@ -42,3 +42,37 @@ export function withDefaults(policy: Partial<MigrationPolicy> | undefined): Migr
 export function completionTimeoutSec(policy: MigrationPolicy, ramMiB: number): number {
   return Math.max(60, Math.ceil((policy.completionTimeoutPerGiBSec * ramMiB) / 1024));
 }
+
+/** Every strategy, checked complete by the compiler. */
+const knownStrategies: Record<Strategy, true> = {
+  'backend-transfer': true,
+  'cpr-transfer': true,
+  'cpr-exec': true,
+  plain: true,
+};
+
+/** What makes a policy unusable, one phrase per field; empty when it is fine. Pure. */
+export function problemsOf(policy: MigrationPolicy): string[] {
+  const out: string[] = [];
+  const number = (field: keyof MigrationPolicy, min: number, max: number) => {
+    const v = policy[field];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+      out.push(`${field} must be a number from ${min} to ${max} (got ${String(v)})`);
+    }
+  };
+  number('downtimeLimitMs', 1, 600_000);
+  number('bandwidthLimitMiBps', 0, 1_048_576);
+  number('completionTimeoutPerGiBSec', 1, 86_400);
+  number('progressTimeoutSec', 1, 86_400);
+  const known = new Set(Object.keys(knownStrategies));
+  if (!Array.isArray(policy.strategies) || policy.strategies.some((s) => !known.has(s))) {
+    out.push(`strategies must name only ${[...known].join(', ')}`);
+  }
+  if (!Array.isArray(policy.excludeBackends) || policy.excludeBackends.some((b) => typeof b !== 'string')) {
+    out.push('excludeBackends must be a list of backend names');
+  }
+  if (policy.transport !== 'unix' && policy.transport !== 'tcp') out.push('transport must be unix or tcp');
+  if (typeof policy.requireBackendTransfer !== 'boolean') out.push('requireBackendTransfer must be true or false');
+  if (typeof policy.autoConverge !== 'boolean') out.push('autoConverge must be true or false');
+  return out;
+}
