@@ -12,7 +12,7 @@ import { Client } from '@temporalio/client';
 import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
 import { MultiBar, Presets } from 'cli-progress';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
-import { killQemu } from '../../activities/host/qemu-launcher';
+import { isProcessAlive, killQemu } from '../../activities/host/qemu-launcher';
 import { launchAtStart, launchVm } from '../../activities/host/vm-launch';
 import { listVmRecords } from '../../activities/host/vm-record';
 import { parseVmSpec } from '../../activities/host/vm-spec';
@@ -574,8 +574,8 @@ export async function stopKeptDemo(dir: string): Promise<{ stopped: string[]; ke
     if (cmd.includes('temporal') && cmd.includes('start-dev')) {
       process.kill(pid, 'SIGTERM');
       const until = Date.now() + 10_000;
-      while (Date.now() < until && existsSync(`/proc/${pid}`)) await sleep(100);
-      if (existsSync(`/proc/${pid}`)) process.kill(pid, 'SIGKILL');
+      while (Date.now() < until && isProcessAlive(pid)) await sleep(100);
+      if (isProcessAlive(pid)) process.kill(pid, 'SIGKILL');
       stopped.push(`Temporal dev server pid ${pid} stopped`);
     } else stopped.push(`Temporal dev server pid ${pid} was not running`);
   }
