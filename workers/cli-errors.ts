@@ -1,6 +1,6 @@
 // How the CLI ends: one line on stderr and a distinct exit code for every failure an operator can cause
 // or meet; a stack trace only for a bug of ours.
-import { WorkflowFailedError } from '@temporalio/client';
+import { ServiceError, WorkflowFailedError } from '@temporalio/client';
 import { ConfigError } from '../activities/host/validate';
 import { QemuLaunchError } from '../activities/host/qemu-launcher';
 import { VmAlreadyRunningError } from '../activities/host/vm-launch';
@@ -49,6 +49,15 @@ export function describeFailure(err: unknown): { line: string; exitCode: number;
     while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
     const why = cause instanceof Error ? cause.message : err.message;
     return { line: `the workflow failed: ${why}`, exitCode: ExitCode.failed };
+  }
+  if (err instanceof ServiceError) {
+    // A cluster whose namespace lacks the project's search attributes refuses every workflow start.
+    const detail = (err.cause as { details?: string } | undefined)?.details ?? '';
+    if (/search attribute/i.test(detail))
+      return {
+        line: `${err.message}: ${detail} (register the search attributes: README, Running against your Temporal cluster)`,
+        exitCode: ExitCode.peer,
+      };
   }
   if (err instanceof ConfigError) return { line: err.message, exitCode: ExitCode.badInput };
   if (err instanceof VmAlreadyRunningError) return { line: err.message, exitCode: ExitCode.failed };

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Connection, type ConnectionOptions } from '@temporalio/client';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
+import { PeerError } from './cli-errors';
 
 export interface TemporalSettings {
   address: string;
@@ -63,5 +64,13 @@ export async function connectWorker(s: TemporalSettings): Promise<NativeConnecti
     tls: tlsOptions(s) as NativeConnectionOptions['tls'],
     ...(s.apiKey ? { apiKey: s.apiKey } : {}),
   };
-  return NativeConnection.connect(options);
+  try {
+    return await NativeConnection.connect(options);
+  } catch (err) {
+    // One line (exit 3), e.g. a TLS handshake the cluster refused: the native error spans several lines.
+    const why = String((err as Error)?.message ?? err)
+      .replace(/\s+/g, ' ')
+      .trim();
+    throw new PeerError(`cannot reach Temporal at ${s.address}: ${why}`);
+  }
 }
