@@ -60,6 +60,11 @@ export const DeviceSchema = z.strictObject({
   driver: driverName,
   netdev: qemuId.optional(),
   drive: qemuId.optional(),
+  /** A NIC's MAC address (QEMU gives every NIC 52:54:00:12:34:56 otherwise: VMs sharing a bridge need their own). */
+  mac: z
+    .string()
+    .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a MAC address like 52:54:00:00:00:01 (lower case)')
+    .optional(),
 });
 
 export const VmSpecSchema = z
@@ -332,6 +337,7 @@ export function buildQemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
         id: d.id,
         netdev: d.netdev,
         drive: d.drive,
+        mac: d.mac,
         mq: mq ? 'on' : undefined,
         vectors: mq ? String(2 * queues + 2) : undefined,
         'backend-transfer': bt ? 'on' : undefined,

@@ -20,8 +20,8 @@ export interface LinuxGuestOptions {
   /** Folder for the data disk and the console log. */
   dir: string;
   memoryMiB?: number;
-  /** A NIC on this tap (on `bridge`, if given), the guest at `ip` (`10.77.0.11/24`). */
-  nic?: { tap: string; bridge?: string; ip: string };
+  /** A NIC on this tap (on `bridge`, if given), the guest at `ip` (`10.77.0.11/24`), with its own MAC. */
+  nic?: { tap: string; bridge?: string; ip: string; mac: string };
 }
 
 export function linuxGuestVm(o: LinuxGuestOptions): LinuxGuestVm {
@@ -49,7 +49,7 @@ export function linuxGuestVm(o: LinuxGuestOptions): LinuxGuestVm {
     ...(o.nic
       ? {
           netdevs: [{ id: 'net0', type: 'tap', ifname: o.nic.tap, ...(o.nic.bridge ? { bridge: o.nic.bridge } : {}) }],
-          devices: [{ id: 'nic0', driver: 'virtio-net-pci', netdev: 'net0' }],
+          devices: [{ id: 'nic0', driver: 'virtio-net-pci', netdev: 'net0', mac: o.nic.mac }],
         }
       : {}),
   });

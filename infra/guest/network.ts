@@ -74,7 +74,10 @@ export function deleteNetns(ns: string): void {
   }
 }
 
-/** A ping every `intervalMs` from inside the namespace; `stop()` returns the largest gap between replies. */
+/**
+ * A ping every `intervalMs` from inside the namespace; `stop()` returns the largest gap between replies,
+ * counting the silence from the last reply (or the start) to the stop.
+ */
 export interface Pinger {
   stop(): Promise<{ replies: number; largestGapMs: number; largestGapEndedAt: number; lastReplyAt: number }>;
   replies(): number;
@@ -88,6 +91,7 @@ export function startPinger(ns: string, address: string, intervalMs = 10): Pinge
     ['netns', 'exec', ns, 'ping', '-D', '-n', '-i', String(intervalMs / 1000), address],
     { stdio: ['ignore', 'pipe', 'ignore'] },
   );
+  const startedAt = Date.now();
   const times: number[] = [];
   let gap = 0;
   let gapEnd = 0;
@@ -117,6 +121,13 @@ export function startPinger(ns: string, address: string, intervalMs = 10): Pinge
     replies: () => times.length,
     largestGapMs: () => Math.round(gap * 10) / 10,
     async stop() {
+      // A guest that stopped answering counts too: the silence since the last reply (or since the start).
+      const now = Date.now();
+      const last = times.at(-1) ?? startedAt;
+      if (now - last > gap) {
+        gap = now - last;
+        gapEnd = now;
+      }
       child.kill('SIGINT');
       await exited;
       return {

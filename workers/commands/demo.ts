@@ -162,6 +162,12 @@ const median = (xs: number[]) => {
 
 const KEPT_FILE = 'demo-kept.json';
 
+/** Each demo VM its own MAC: VMs on one bridge with QEMU's default (the same for all) would steal each other's frames. */
+function demoMac(h: number, v: number): string {
+  const hex = (n: number) => (n & 0xff).toString(16).padStart(2, '0');
+  return `52:54:00:${hex(h >> 8)}:${hex(h)}:${hex(v)}`;
+}
+
 /** Thrown out of the demo's steps once Ctrl-C or SIGTERM arrived. */
 class DemoInterrupted extends Error {}
 
@@ -182,6 +188,8 @@ export async function runDemo(
   }
   const perHost = vmsPerHostOf(o, mode);
   if (o.injectFailures > 0 && mode !== 'sim') throw new BadInputError('--inject-failures: needs --qemu sim');
+  if (mode === 'real' && perHost.some((n) => n > 200))
+    throw new BadInputError('--vms-per-host: at most 200 real VMs on one demo host (one /24 per host)');
   const target = mode === 'real' ? '10.0.2' : '10.1.50';
   // Signals are the demo's own (below), not the Temporal runtime's: Ctrl-C must stop everything.
   Runtime.install({ logger: new DefaultLogger('ERROR'), shutdownSignals: [] });
@@ -278,7 +286,7 @@ export async function runDemo(
             id,
             binary: '7.2',
             dir: config.runtimeDir,
-            ...(net && ip ? { nic: { tap: `tap-${id}`, bridge: net.bridge, ip: `${ip}/24` } } : {}),
+            ...(net && ip ? { nic: { tap: `tap-${id}`, bridge: net.bridge, ip: `${ip}/24`, mac: demoMac(h, v) } } : {}),
           });
           await step(launchVm({ config, spec: guest.spec }));
           guests.set(`${config.hostId}/${id}`, { guest, ...(ip ? { ip } : {}), ...(net ? { net } : {}) });
@@ -478,7 +486,8 @@ export async function runDemo(
         base,
         removeBase: !o.runtimeDir,
         ...(server ? { devServer: { pid: server.pid, address: server.address, uiAddress: server.uiAddress } } : {}),
-        vms: keptVms,
+        // Simulated VMs live inside the host workers, which stop with the demo: only real ones are left.
+        vms: mode === 'real' ? keptVms : [],
         netns: networks.map((n) => n.ns),
         stop: `fleet-upgrade demo --stop ${base}`,
       };
@@ -535,7 +544,11 @@ export function describeKept(k: KeptDemo): string[] {
   for (const v of k.vms) lines.push(`  ${v.vm}: QEMU ${v.label}, pid ${v.pid}, QMP ${v.qmpSocket}`);
   for (const ns of k.netns) lines.push(`  network namespace ${ns} (bridge br0 and the VMs' taps)`);
   lines.push(`  records, sockets, logs${k.devServer ? ' and the dev server database' : ''} under ${k.base}`);
-  lines.push('the workers stopped with the demo.');
+  lines.push(
+    k.vms.length
+      ? 'the workers stopped with the demo.'
+      : 'the workers stopped with the demo, and with them the simulated VMs they ran.',
+  );
   lines.push(`stop all of it: ${k.stop}`);
   return lines;
 }
@@ -558,7 +571,6 @@ export async function stopKeptDemo(dir: string): Promise<{ stopped: string[]; ke
     const how = await killQemu(v.pid, { graceMs: 1000, expectArg: v.qmpSocket }).catch(() => 'not-running');
     stopped.push(`${v.vm}: QEMU pid ${v.pid} ${how === 'not-running' ? 'was not running' : 'stopped'}`);
   }
-  for (const pid of killProcessesNaming(`${kept.base}/`)) stopped.push(`process ${pid} under ${kept.base} stopped`);
   for (const ns of kept.netns) {
     deleteNetns(ns);
     stopped.push(`network namespace ${ns} deleted`);
@@ -579,6 +591,7 @@ export async function stopKeptDemo(dir: string): Promise<{ stopped: string[]; ke
       stopped.push(`Temporal dev server pid ${pid} stopped`);
     } else stopped.push(`Temporal dev server pid ${pid} was not running`);
   }
+  for (const pid of killProcessesNaming(`${kept.base}/`)) stopped.push(`process ${pid} under ${kept.base} stopped`);
   if (kept.removeBase) {
     rmSync(kept.base, { recursive: true, force: true });
     stopped.push(`${kept.base} removed`);

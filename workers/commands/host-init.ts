@@ -71,7 +71,7 @@ export function hostInit(hostId: string, runtimeDir: string, netns?: string): st
     id: 'linux1',
     binary: '7.2',
     dir,
-    ...(net ? { nic: { tap: 'tap-linux1', bridge: net.bridge, ip: '10.77.0.11/24' } } : {}),
+    ...(net ? { nic: { tap: 'tap-linux1', bridge: net.bridge, ip: '10.77.0.11/24', mac: '52:54:00:00:00:11' } } : {}),
   });
   const linuxFile = path.join(dir, 'linux1.yaml');
   writeFileSync(
