@@ -10,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
+import { msToTs } from '@temporalio/common/lib/time';
 import { parseHostConfig, type HostConfig } from '../../activities/host/config';
 import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { launchVm } from '../../activities/host/vm-launch';
@@ -303,7 +304,7 @@ test('a namespace without the search attributes: rollout start and vm upgrade fa
   try {
     await connection.workflowService.registerNamespace({
       namespace: 'bare',
-      workflowExecutionRetentionPeriod: { seconds: 86_400 },
+      workflowExecutionRetentionPeriod: msToTs('1 day'),
     });
     for (let i = 0; i < 100; i++) {
       try {
