@@ -215,7 +215,11 @@ export async function runDemo(
       for (const g of guests.values()) await g.pinger?.stop().catch(() => undefined);
       await connection?.close().catch(() => undefined);
       for (const { worker } of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
-      await Promise.race([Promise.allSettled(workers.map((w) => w.done)), sleep(15_000)]);
+      // At most 15 s for the workers (a timer that does not keep the process alive after the demo).
+      await Promise.race([
+        Promise.allSettled(workers.map((w) => w.done)),
+        new Promise((r) => setTimeout(r, 15_000).unref()),
+      ]);
       if (keep) return;
       for (const config of configs) {
         for (const r of await listVmRecords(config.runtimeDir).catch(() => [])) {
