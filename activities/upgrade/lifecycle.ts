@@ -194,8 +194,13 @@ export async function rollback(
         ],
       };
     }
+    case 'retry':
     case 'resume-source':
     case 'lost': {
+      if (action.kind === 'retry' && !action.dropDestination) {
+        // Retryable: the monitor may come back. Until then nobody can tell whether the guest runs there.
+        throw new Error(`${action.why} (pid ${source?.pid})`);
+      }
       // The destination never ran: it holds nothing that is not (or was not) in the source.
       if (destination && isAlive(destination)) {
         await killQemu(destination.pid, { graceMs: 0, expectArg: destination.qmpSocket });
@@ -210,6 +215,7 @@ export async function rollback(
       }
       await removeLeftovers(config, vmId, input.destination.generation);
       if (action.kind === 'lost') return { runningIn: null, actions: [...actions, action.why] };
+      if (action.kind === 'retry') throw new Error(`${action.why} (pid ${source?.pid})`);
       const resumed = await withQmp(config, source!, async (qmp) => {
         if ((await statusOf(qmp)).running) return false;
         await qmp.execute('cont');
@@ -218,9 +224,6 @@ export async function rollback(
       if (resumed) actions.push('resumed the source');
       return { runningIn: input.source, actions };
     }
-    case 'retry':
-      // Retryable: the monitor may come back. Until then nobody can tell whether the guest runs there.
-      throw new Error(`${action.why} (pid ${source?.pid})`);
     case 'operator': {
       const kept = [source, destination].filter((p): p is VmProcess => p !== undefined && isAlive(p));
       if (record) {

@@ -581,7 +581,7 @@ async function checkInvariants(
     if (runner !== undefined && owner !== runner) {
       violations.push(`tap ${tap} is owned by ${owner ?? 'nobody'}, the guest runs in ${runner}`);
     }
-    if (runner === undefined && owner !== undefined && owner !== record?.pid) {
+    if (runner === undefined && owner !== undefined && !named.has(owner)) {
       violations.push(`tap ${tap} is held by ${owner}, which the record does not name`);
     }
   }

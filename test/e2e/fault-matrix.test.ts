@@ -409,6 +409,7 @@ const findings = [
   'A destination that crashed after the switchover went to the migration back, which could not start from a dead process, and the result blamed “another upgrade”; it now goes to the rollback, which leaves the stale source paused and says so.',
   'A source whose monitor hangs kept the rollback from killing the destination, which never ran the guest: the VM was left with two processes (source active:hang).',
   'Reasons that named a temporary socket or the wrong process: a crashed probe now names the build; a crashed source is reported as the source even when its destination died with it.',
+  'The rollback killed a destination that hung on `cont` — one that may have been running the only current copy of the guest — because a monitor that did not answer read as “not running” (destination cont:hang). Recovery is now one table (workflows/decisions/recovery.ts): once the destination may have run it is never killed; it is resumed when it holds the newest state, and otherwise both processes are kept and the outcome is needs-operator (destination cont:hang, cont:crash).',
 ];
 
 const realTests: RealFaultTest[] = [

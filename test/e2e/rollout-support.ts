@@ -92,7 +92,7 @@ export function simHost(root: string, hostId: string, o: SimHostOptions = {}): S
     hostId,
     runtimeDir: path.join(dir, 'rt'),
     binaries,
-    limits: { killGraceMs: 500 },
+    limits: { killGraceMs: 500, maxConcurrentMigrations: 4 },
   });
   return {
     hostId,

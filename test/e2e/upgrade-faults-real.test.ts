@@ -160,4 +160,36 @@ describe('upgradeVm under faults (real QEMU)', () => {
       second?.kill('SIGTERM');
     }
   });
+
+  test('the host worker is stopped (SIGTERM) mid-migration: the migration finishes before the worker exits', async () => {
+    const vm = await launch();
+    const env = { ...process.env, TEMPORAL_ADDRESS: harness.server.address };
+    const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
+    const worker = (): ChildProcess =>
+      spawn(process.execPath, [cli, 'host-worker', '--config', configFile], { env, stdio: 'ignore' });
+    let first: ChildProcess | undefined = worker();
+    let second: ChildProcess | undefined;
+    try {
+      const handle = await start(vm.id, { bandwidthLimitMiBps: slow });
+      await waitForDestination(config, vm.id, vm.generation + 1);
+      await waitForActiveMigration();
+      const exited = new Promise<void>((r) => first!.once('exit', () => r()));
+      first.kill('SIGTERM');
+      await exited;
+      first = undefined;
+      // The stopping worker took no new task but let its migration run to the switchover: the destination
+      // runs the guest already, before any worker is back.
+      const dst = path.join(config.runtimeDir, 'run', `${vm.id}.${vm.generation + 1}.qmp`);
+      expect(await qmpOf(dst, (q) => q.execute('query-status'))).toMatchObject({ status: 'running' });
+      second = worker();
+      const result = (await handle.result()) as UpgradeVmResult;
+      expect(result.outcome).toBe('upgraded');
+      expect(result.migration?.reconciled).toBe(false);
+      const after = await readVmRecord(config.runtimeDir, vm.id);
+      expect(qemuProcessesOf(config.runtimeDir, vm.id)).toEqual([after!.pid]);
+    } finally {
+      first?.kill('SIGKILL');
+      second?.kill('SIGTERM');
+    }
+  });
 });

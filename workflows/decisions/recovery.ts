@@ -47,8 +47,12 @@ export type RecoveryAction =
   | { kind: 'resume-source' }
   /** No process holds the guest's state any more; they died by themselves. Clean up what is left. */
   | { kind: 'lost'; why: string }
-  /** Nothing can be decided yet (a monitor does not answer, nothing ran): retry later, touching nothing. */
-  | { kind: 'retry'; why: string }
+  /**
+   * Nothing can be decided yet (the source's monitor does not answer): retry later. A destination that never
+   * ran and holds no complete state is dropped first (`dropDestination`), so the VM is not left with two
+   * processes; the source, hung or not, still holds the guest.
+   */
+  | { kind: 'retry'; why: string; dropDestination: boolean }
   /** Keep every process as it is: an operator must decide which one holds the guest. */
   | { kind: 'operator'; why: string };
 
@@ -79,7 +83,11 @@ export function recoveryAction(f: RecoveryFacts): RecoveryAction {
     case 'stopped':
       return { kind: 'resume-source' };
     case 'unreachable':
-      return { kind: 'retry', why: 'the source QEMU does not answer its monitor, so the VM may not be running' };
+      return {
+        kind: 'retry',
+        why: 'the source QEMU does not answer its monitor, so the VM may not be running',
+        dropDestination: f.destination !== 'holds-completed',
+      };
     case 'gone':
       if (f.destination === 'holds-completed') return { kind: 'resume-destination' };
       if (f.destination === 'unreachable') {
