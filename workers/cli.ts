@@ -13,6 +13,7 @@ import {
   policyFromFlags,
   vmCancel,
   vmLaunch,
+  vmResolve,
   vmRetry,
   vmStatus,
   vmUpgrade,
@@ -127,6 +128,21 @@ export function buildProgram(): Command {
     .requiredOption('--spec <file>', 'the VM spec (YAML)')
     .action(async (opts: { config: string; spec: string }) => {
       process.stdout.write(`${await vmLaunch(opts.config, opts.spec)}\n`);
+    });
+  vm.command('resolve')
+    .description('after an upgrade that needs an operator: keep the process that holds the guest, stop the others')
+    .requiredOption('--config <file>', 'the host config (YAML)')
+    .requiredOption('--vm <id>', 'VM id')
+    .requiredOption('--keep <generation>', 'the generation to keep (the upgrade names those it kept)', positiveInt)
+    .option('--resume', 'resume the kept process if it is paused')
+    .option('--json', 'one JSON object on stdout')
+    .action(async (opts: { config: string; vm: string; keep: number; resume?: boolean; json?: boolean }) => {
+      const r = await vmResolve(opts.config, opts.vm, opts.keep, opts.resume === true);
+      process.stdout.write(
+        opts.json
+          ? `${JSON.stringify(r)}\n`
+          : `${r.vmId}: kept generation ${r.kept.generation} (QEMU ${r.kept.label}, pid ${r.kept.pid}), ${r.status}${r.resumed ? ' (resumed)' : ''}; stopped ${r.stopped.length ? `pid ${r.stopped.join(', ')}` : 'nothing'}\n`,
+      );
     });
   temporalOptions(
     vm

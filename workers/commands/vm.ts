@@ -6,6 +6,8 @@ import {
   type Client,
 } from '@temporalio/client';
 import { CancelledFailure, WorkflowIdReusePolicy } from '@temporalio/common';
+import { loadHostConfig } from '../../activities/host/config';
+import { resolveVm } from '../../activities/upgrade/resolve';
 import { runVmLaunch } from '../../activities/host/vm-launch';
 import { SAFE_ID, SAFE_LABEL } from '../../activities/host/validate';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
@@ -24,6 +26,12 @@ export function checkIds(host: string, vm: string, to?: string): void {
   if (!SAFE_ID.test(vm)) throw new BadInputError(`--vm: ${JSON.stringify(vm)} is not a VM id`);
   if (to !== undefined && !SAFE_LABEL.test(to))
     throw new BadInputError(`--to: ${JSON.stringify(to)} is not a version label`);
+}
+
+/** `vm resolve`: the host-side answer to an upgrade that kept every process for an operator. */
+export async function vmResolve(configFile: string, vmId: string, keep: number, resume: boolean) {
+  if (!SAFE_ID.test(vmId)) throw new BadInputError(`--vm: ${JSON.stringify(vmId)} is not a VM id`);
+  return resolveVm(await loadHostConfig(configFile), vmId, keep, { resume });
 }
 
 export async function vmLaunch(configFile: string, specFile: string): Promise<string> {
