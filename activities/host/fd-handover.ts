@@ -36,6 +36,50 @@ function libc(): { call: Syscall; errno: () => number } {
   return syscallFn;
 }
 
+type IoctlInt = (fd: number, request: number, arg: number[]) => number;
+let ioctlFn: IoctlInt | undefined;
+
+function ioctlInt(): IoctlInt {
+  if (!ioctlFn) {
+    const koffi = require('koffi') as typeof import('koffi');
+    ioctlFn = koffi.load('libc.so.6').func('int ioctl(int, unsigned long, _Inout_ int *)') as IoctlInt;
+  }
+  return ioctlFn;
+}
+
+const TUNGETVNETHDRSZ = 0x800454d7;
+const TUNSETVNETHDRSZ = 0x400454d8;
+
+/**
+ * Holds each tap's virtio-net header size where the source set it, while a destination given the same taps
+ * starts. A starting QEMU resets the size to 10 bytes (it does so for any tap fd it is given), and the size
+ * belongs to the interface, shared with the source still running on it: a guest with mergeable receive
+ * buffers uses 12, so from then until the switchover every frame either way would be garbled — hundreds of
+ * milliseconds of lost packets. The destination sets the size its guest needs when it loads the device state.
+ * Real taps only (fds of ours, from takeFds); `stop()` restores one last time.
+ */
+export function holdTapHeaderSizes(fds: readonly number[]): { stop(): void } {
+  const taps = fds.filter((fd) => procFdAccess.owns(fd));
+  const want = new Map<number, number>();
+  for (const fd of taps) {
+    const size = [0];
+    if (ioctlInt()(fd, TUNGETVNETHDRSZ, size) === 0) want.set(fd, size[0]!);
+  }
+  const restore = () => {
+    for (const [fd, size] of want) {
+      const now = [0];
+      if (ioctlInt()(fd, TUNGETVNETHDRSZ, now) === 0 && now[0] !== size) ioctlInt()(fd, TUNSETVNETHDRSZ, [size]);
+    }
+  };
+  const timer = want.size ? setInterval(restore, 1) : undefined;
+  return {
+    stop() {
+      if (timer) clearInterval(timer);
+      restore();
+    },
+  };
+}
+
 export class FdHandoverError extends Error {
   override name = 'FdHandoverError';
 }

@@ -10,7 +10,7 @@ import type { HostConfig } from '../host/config';
 import { ensurePrivateDir } from '../host/fs-util';
 import { memFile, socketPath } from '../host/paths';
 import { createTap, recreatedTapName } from '../host/taps';
-import { closeFds, FdHandoverError, ramMemfdOf, takeFds, tapFdsOf } from '../host/fd-handover';
+import { closeFds, FdHandoverError, holdTapHeaderSizes, ramMemfdOf, takeFds, tapFdsOf } from '../host/fd-handover';
 import { killQemu, launchQemu, QemuLaunchError } from '../host/qemu-launcher';
 import type { Handover, VmSpec } from '../host/vm-spec';
 import { buildQemuArgs } from '../host/vm-spec';
@@ -96,6 +96,7 @@ export async function startDestination(config: HostConfig, input: StartInput): P
       handover: taken.handover,
       recreatedTaps,
     });
+    const headers = holdTapHeaderSizes(taken.fds);
     const launched = await launchQemu({
       binary: binary.path,
       args,
@@ -108,9 +109,11 @@ export async function startDestination(config: HostConfig, input: StartInput): P
       ...(plan.strategy === 'cpr-transfer' ? { ready: { socketFile: cprSocket } } : {}),
       ...(config.netns ? { netns: config.netns } : {}),
       passFds: taken.fds,
-    }).catch((err: unknown) => {
-      throw failFastOnLaunch(err);
-    });
+    })
+      .catch((err: unknown) => {
+        throw failFastOnLaunch(err);
+      })
+      .finally(() => headers.stop());
     await rememberProcess(config, vmId, input.destination.generation, binary.label, launched.pid);
   } finally {
     // The destination holds its own copies now (or never started): ours are closed either way.

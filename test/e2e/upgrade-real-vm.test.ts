@@ -114,7 +114,9 @@ describe('a real Linux guest with a tap NIC and a qcow2 disk on real QEMU', () =
 
     const pinger = startPinger(net.ns, '10.77.0.2', 10);
     await sleep(500);
+    const upStarted = Date.now();
     const up = await upgrade('vm1', '10.0.2', 'up');
+    const upEnded = Date.now();
     const upRepliesAt = pinger.replies();
     await sleep(500);
     const down = await upgrade('vm1', '7.2', 'down');
@@ -146,9 +148,10 @@ describe('a real Linux guest with a tap NIC and a qcow2 disk on real QEMU', () =
     const last = parseConsole(readFileSync(serialLog, 'utf8')).lastWrite;
     expect(await lostDiskWrites(disk, 'qcow2', last)).toEqual([]);
     process.stderr.write(
-      `real VM: up ${up.migration!.totalTimeMs} ms (downtime ${up.migration!.downtimeMs} ms, ${up.migration!.transferredBytes} B), ` +
+      `real VM: up ${up.migration!.totalTimeMs} ms (downtime ${up.migration!.downtimeMs} ms, guest pause ${up.migration!.guestPauseMs} ms, ${up.migration!.transferredBytes} B), ` +
         `down ${down.migration!.totalTimeMs} ms (downtime ${down.migration!.downtimeMs} ms); ${ping.replies} replies, ` +
-        `largest ping gap ${ping.largestGapMs} ms; ${last} disk writes, none lost\n`,
+        `largest ping gap ${ping.largestGapMs} ms (ended ${Math.round(ping.largestGapEndedAt - upStarted)} ms after the first upgrade started, ` +
+        `which took ${upEnded - upStarted} ms: ${up.phases.map((p) => `${p.phase} ${p.ms}`).join(', ')}); ${last} disk writes, none lost\n`,
     );
   });
 
