@@ -14,20 +14,24 @@ import {
 } from './fleet';
 import { runRamModesBench, SHARED_GOAL, sharedGoalMet, type RamModeFigures } from './ram-modes';
 import { runRealQemuBench, type RealQemuFigures } from './real-qemu';
+import { runClusterFleetBench, type ServiceFigures } from '../temporal-cluster/fleet-bench';
 
 interface Options {
   json: boolean;
   runs: number;
   fleet: boolean;
   ramModes: boolean;
+  /** The fleet's workload on the real cluster (PostgreSQL, mTLS) beside the dev server. */
+  cluster: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { json: false, runs: 5, fleet: true, ramModes: true };
+  const o: Options = { json: false, runs: 5, fleet: true, ramModes: true, cluster: true };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--json') o.json = true;
     else if (argv[i] === '--no-fleet') o.fleet = false;
     else if (argv[i] === '--no-ram-modes') o.ramModes = false;
+    else if (argv[i] === '--no-cluster') o.cluster = false;
     else if (argv[i] === '--runs') o.runs = Number(argv[++i]);
     else throw new Error(`bench: unknown option ${argv[i]}`);
   }
@@ -113,6 +117,27 @@ ${real.overheadRatio <= 1.5 ? 'The ratio meets its goal.' : `The ratio misses it
 ${ramModes.length ? `\n${ramModesMarkdown(ramModes)}` : ''}`;
 }
 
+/** The same fleet on both services, as the cluster benchmark measured it. */
+export function servicesMarkdown(rows: ServiceFigures[]): string {
+  const lines = rows
+    .map(
+      (r) =>
+        `| ${r.service} | ${r.upgraded}/${r.vms} | ${f(r.upgradesPerSec, 1)} | ${f(r.eventsPerVm, 1)} | ${f(r.temporalCpuSec, 1)} | ${f(r.temporalCpuShare * 100, 0)} % |`,
+    )
+    .join('\n');
+  return `## The same fleet on a real Temporal cluster
+
+\`infra/temporal-cluster/fleet-bench.ts\`: simulated hosts, one \`upgradeVm\` per VM, first through the dev server
+(SQLite on tmpfs), then through temporal-server 1.32.2 on PostgreSQL 15 with mTLS (\`infra/temporal-cluster\`),
+on the same machine. CPU is that of the Temporal processes (the dev server; or the server and every PostgreSQL
+process) while the upgrades ran, and their share of all CPU used.
+
+| service | upgraded | upgrades/s | events per VM | Temporal CPU s | Temporal CPU share |
+|---|---|---|---|---|---|
+${lines}
+`;
+}
+
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const say = (s: string) => {
@@ -130,9 +155,14 @@ async function main(): Promise<void> {
     say('fleet: simulated hosts × VMs through the dev server, at three sizes');
     fleet = await runFleetBench({ say });
   }
+  let services: ServiceFigures[] = [];
+  if (o.cluster) {
+    say('fleet: the same workload on the dev server and on a real cluster (PostgreSQL, mTLS)');
+    services = await runClusterFleetBench({ hosts: 4, vmsPerHost: 25, concurrency: 16, json: false });
+  }
   writeFileSync(
     path.join(projectRoot, 'docs', 'BENCHMARKS.md'),
-    `${benchmarksMarkdown(real, new Date(), ramModes)}${fleet.length ? `\n${fleetBenchmarksMarkdown(fleet)}` : ''}`,
+    `${benchmarksMarkdown(real, new Date(), ramModes)}${fleet.length ? `\n${fleetBenchmarksMarkdown(fleet)}` : ''}${services.length ? `\n${servicesMarkdown(services)}` : ''}`,
   );
   const largest = fleet[fleet.length - 1];
   const summary = {
@@ -145,6 +175,7 @@ async function main(): Promise<void> {
       rawWallMsP50: real.rawWallMsP50,
     },
     ramModes: ramModes.map((r) => ({ ...r })),
+    ...(services.length ? { fleetServices: services.map((r) => ({ ...r })) } : {}),
     ...(largest
       ? {
           fleet: {
@@ -170,6 +201,7 @@ async function main(): Promise<void> {
     console.table(summary.realQemu);
     if (ramModes.length) console.table(ramModes);
     if (fleet.length) console.table(fleetSummaryRows(fleet));
+    if (services.length) console.table(services);
     process.stdout.write('figures written to docs/BENCHMARKS.md\n');
   }
 }

@@ -15,7 +15,7 @@ import { pool, startWorkerProcess, stopWorkerProcess, type WorkerProcess } from 
 import { connectClient, settingsFromEnv, type TemporalSettings } from '../../workers/temporal-connection';
 import { upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 
-interface Options {
+export interface Options {
   hosts: number;
   vmsPerHost: number;
   concurrency: number;
