@@ -6,6 +6,8 @@
 // the source go over its monitor right after launch, before the workflow starts, or from the destination's
 // wrapper at the moment the saga launches the destination (the source's monitor is free then: the
 // start-destination activity has closed it). Nothing here connects to a monitor an activity may hold.
+import { CancelledFailure } from '@temporalio/common';
+import { WorkflowFailedError } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -52,6 +54,8 @@ export const FAULTS = [
   'no progress',
   'verification fails',
   'host worker killed',
+  'host worker stopped',
+  'cancellation',
 ] as const;
 export type MatrixFault = (typeof FAULTS)[number];
 
@@ -94,7 +98,10 @@ export type DuringAction =
   | 'kill the host worker once the migration is active, restart it'
   | 'kill the source once the destination runs'
   | 'freeze the source once the destination runs'
-  | 'freeze the destination once it runs';
+  | 'freeze the destination once it runs'
+  | 'stop the host worker (SIGTERM) once the migration is active, start a new one'
+  | 'cancel the workflow once the migration is active'
+  | 'cancel the workflow once the destination runs';
 
 export interface MatrixCase {
   id: string;
@@ -107,7 +114,7 @@ export interface MatrixCase {
   policy?: Partial<MigrationPolicy>;
   /** Waits out retries or timeouts (tens of seconds): started first, so the run ends sooner. */
   slow?: true;
-  expect: { outcome: UpgradeOutcome; runs: Runs; reason?: RegExp };
+  expect: { outcome: UpgradeOutcome | 'cancelled'; runs: Runs; reason?: RegExp };
 }
 
 export interface NotProduced {
@@ -117,7 +124,7 @@ export interface NotProduced {
 }
 
 export interface Observation {
-  outcome: UpgradeOutcome | 'workflow failed';
+  outcome: UpgradeOutcome | 'cancelled' | 'workflow failed';
   reason: string;
   actions: string[];
   runs: Runs | 'several' | 'unknown';
@@ -406,7 +413,9 @@ export function spawnHostWorker(host: CaseHost, serverAddress: string): ChildPro
 export async function runCase(env: MatrixEnv, n: number, c: MatrixCase): Promise<Observation> {
   const host = makeCaseHost(env, n, c);
   const workers: ChildProcess[] = [];
-  const inProcess = c.during !== 'kill the host worker once the migration is active, restart it';
+  const inProcess =
+    c.during !== 'kill the host worker once the migration is active, restart it' &&
+    c.during !== 'stop the host worker (SIGTERM) once the migration is active, start a new one';
   try {
     const source = await launchSource(host, n);
     const counterBefore = (await guestCounter(source.qmpSocket)) ?? 0;
@@ -427,6 +436,16 @@ export async function runCase(env: MatrixEnv, n: number, c: MatrixCase): Promise
       await waitForLedger(host.ledger, sourceActive);
       workers[0]!.kill('SIGKILL');
       workers.push(spawnHostWorker(host, env.harness.server.address));
+    } else if (c.during === 'stop the host worker (SIGTERM) once the migration is active, start a new one') {
+      await waitForLedger(host.ledger, sourceActive);
+      workers[0]!.kill('SIGTERM');
+      workers.push(spawnHostWorker(host, env.harness.server.address));
+    } else if (c.during === 'cancel the workflow once the migration is active') {
+      await waitForLedger(host.ledger, sourceActive);
+      await handle.cancel();
+    } else if (c.during === 'cancel the workflow once the destination runs') {
+      await waitForLedger(host.ledger, destinationRuns(host.ledger));
+      await handle.cancel();
     } else if (c.during === 'kill the source once the destination runs') {
       await waitForLedger(host.ledger, destinationRuns(host.ledger));
       process.kill(source.pid, 'SIGKILL');
@@ -439,16 +458,18 @@ export async function runCase(env: MatrixEnv, n: number, c: MatrixCase): Promise
     }
     let result: UpgradeVmResult | undefined;
     let failure = '';
+    let cancelled = false;
     try {
       result = (await handle.result()) as UpgradeVmResult;
     } catch (err) {
       failure = reasonOf(err);
+      cancelled = err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure;
     }
     const ms = Date.now() - t0;
     // The workflow is over: nothing holds a monitor any more.
-    const check = await checkInvariants(host, n, result, c, counterBefore);
+    const check = await checkInvariants(host, n, result, c, counterBefore, cancelled);
     return {
-      outcome: result?.outcome ?? 'workflow failed',
+      outcome: result?.outcome ?? (cancelled ? 'cancelled' : 'workflow failed'),
       reason: result?.reason ?? failure,
       actions: result?.rollback?.actions ?? [],
       runs: check.runs,
@@ -484,6 +505,7 @@ async function checkInvariants(
   result: UpgradeVmResult | undefined,
   c: MatrixCase,
   counterBefore: number,
+  cancelled = false,
 ): Promise<InvariantCheck> {
   const violations: string[] = [];
   const events = readLedgerEvents(host.ledger).filter((e) => e.vm === host.vmId);
@@ -587,8 +609,11 @@ async function checkInvariants(
   }
 
   // 6. The result says what happened.
-  if (!result) violations.push('the workflow failed instead of returning a result');
-  else {
+  // A workflow cancelled before the switchover ends cancelled once its rollback is done; the VM must be back.
+  if (!result) {
+    if (!cancelled) violations.push('the workflow failed instead of returning a result');
+    else if (runs !== 'source') violations.push('cancelled, but the guest does not run on the source');
+  } else {
     if (result.outcome !== 'upgraded' && !result.reason) violations.push(`outcome ${result.outcome} without a reason`);
     if (c.expect.reason && !c.expect.reason.test(result.reason ?? '')) {
       violations.push(`reason does not match ${c.expect.reason}: ${result.reason ?? '-'}`);

@@ -232,6 +232,25 @@ export const cases: MatrixCase[] = [
     during: 'kill the host worker once the migration is active, restart it',
     expect: { outcome: 'upgraded', runs: 'destination' },
   },
+  {
+    id: 'active-host-worker-stopped',
+    slow: true,
+    phase: 'migrate active',
+    fault: 'host worker stopped',
+    how: 'SIGTERM to the host worker process once the migration is active (it lets the migration finish); a new one started',
+    plan: { sourceRamRateMbps: 100 },
+    during: 'stop the host worker (SIGTERM) once the migration is active, start a new one',
+    expect: { outcome: 'upgraded', runs: 'destination' },
+  },
+  {
+    id: 'active-cancelled',
+    phase: 'migrate active',
+    fault: 'cancellation',
+    how: 'the workflow cancelled once the migration is active',
+    plan: { sourceRamRateMbps: 100 },
+    during: 'cancel the workflow once the migration is active',
+    expect: { outcome: 'cancelled', runs: 'source' },
+  },
   // device / switchover
   {
     id: 'device-source-crash',
@@ -301,6 +320,15 @@ export const cases: MatrixCase[] = [
     plan: {},
     during: 'freeze the destination once it runs',
     expect: { outcome: 'failed', runs: 'destination', reason: /migrating back failed/ },
+  },
+  {
+    id: 'verify-cancelled',
+    phase: 'verify',
+    fault: 'cancellation',
+    how: 'the workflow cancelled once the destination runs: the upgrade finishes',
+    plan: {},
+    during: 'cancel the workflow once the destination runs',
+    expect: { outcome: 'upgraded', runs: 'destination' },
   },
   // finalize: the old source is stale once the destination ran; losing it must not matter.
   {
