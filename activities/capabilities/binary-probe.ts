@@ -83,10 +83,15 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
       }
     }
     try {
-      const [version, schema, machines] = await Promise.all([
+      const [version, schema, machines, sandbox] = await Promise.all([
         queryVersion(qmp),
         querySchema(qmp),
         qmp.execute('query-machines').then((m) => machinesSchema.parse(m)),
+        // A build without seccomp has no `-sandbox` option group: the command refuses to name it.
+        qmp.execute('query-command-line-options', { option: 'sandbox' }).then(
+          () => true,
+          () => false,
+        ),
       ]);
       const features = buildFeatures(schema);
       return {
@@ -97,6 +102,7 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
         machineTypes: machines.map((m) => m.name).sort(),
         ...(features.tapPermitOption ? { tapPermitOption: features.tapPermitOption } : {}),
         ignoreShared: features.ignoreShared,
+        sandbox,
       };
     } finally {
       await qmp.close();

@@ -33,7 +33,15 @@ export interface LaunchQemuOptions {
   netns?: string;
   /** Fds of ours the QEMU inherits as 3, 4, … in this order (handed-over taps); the caller closes them. */
   passFds?: number[];
+  /** Turn QEMU's seccomp sandbox on (only for a build that has it: see the binary probe). */
+  sandbox?: boolean;
 }
+
+/**
+ * QEMU's seccomp sandbox as libvirt turns it on: no obsolete system calls, no privilege changes, no new
+ * processes, no changes of scheduling or memory policy. A compromised QEMU then cannot run a program.
+ */
+export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 
 export interface LaunchedQemu {
   pid: number;
@@ -145,7 +153,12 @@ export async function launchQemu(o: LaunchQemuOptions): Promise<LaunchedQemu> {
     );
     // QEMU writes its pidfile as it starts: a worker killed before it recorded the pid still leaves the
     // process findable (activities/upgrade/processes.ts findProcess), never an orphan nobody can stop.
-    const args = [...o.args, '-pidfile', pidFile(o.runtimeDir, o.vmId, o.generation)];
+    const args = [
+      ...o.args,
+      '-pidfile',
+      pidFile(o.runtimeDir, o.vmId, o.generation),
+      ...(o.sandbox ? ['-sandbox', SANDBOX] : []),
+    ];
     // `ip netns exec` execs QEMU in place, so the pid we record is QEMU's.
     const [cmd, argv] = o.netns ? [IP_BINARY, ['netns', 'exec', o.netns, o.binary, ...args]] : [o.binary, args];
     child = spawn(cmd, argv, {

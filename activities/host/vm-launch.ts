@@ -99,6 +99,7 @@ export async function launchVm({ config, spec, auxRamShare = 'auto' }: LaunchVmO
       env: bin.env,
       timeoutMs: config.limits.launchTimeoutMs,
       ...(config.netns ? { netns: config.netns } : {}),
+      sandbox: facts.sandbox === true,
     });
     try {
       const qmp = await QmpClient.connect(launched.qmpSocket, { timeoutMs: config.limits.qmpTimeoutMs });

@@ -15,6 +15,7 @@ import { killQemu, launchQemu, QemuLaunchError } from '../host/qemu-launcher';
 import type { Handover, VmSpec } from '../host/vm-spec';
 import { buildQemuArgs } from '../host/vm-spec';
 import type { DestinationStarted, HostActivities } from './api';
+import { probeTarget } from './inspect';
 import { resumeMarker } from './migrate';
 import {
   allowedBinary,
@@ -80,6 +81,8 @@ export async function startDestination(config: HostConfig, input: StartInput): P
   const mem = record.spec.memoryBackend === 'file' ? memFile(config.runtimeDir, vmId) : undefined;
   if (mem) await ensurePrivateDir(path.dirname(mem));
   const recreatedTaps = await recreateTaps(config, record.spec, input.destination.generation, plan);
+  // The probe is cached per binary (the workflow's probe step made it): QEMU's sandbox where the build has it.
+  const sandbox = (await probeTarget(config, { label: binary.label })).sandbox === true;
   const taken = takeHandover(record.spec, source.pid, plan);
   try {
     const args = buildQemuArgs(record.spec, {
@@ -109,6 +112,7 @@ export async function startDestination(config: HostConfig, input: StartInput): P
       ...(plan.strategy === 'cpr-transfer' ? { ready: { socketFile: cprSocket } } : {}),
       ...(config.netns ? { netns: config.netns } : {}),
       passFds: taken.fds,
+      sandbox,
     })
       .catch((err: unknown) => {
         throw failFastOnLaunch(err);

@@ -136,6 +136,8 @@ describe('a real Linux guest with a tap NIC and a qcow2 disk on real QEMU', () =
     // The tap is the same interface, now held by the third process only.
     expect(net.hasLink('futap0')).toBe(true);
     expect(tapFdsOf(record!.pid).get('futap0')?.length).toBe(1);
+    // Every QEMU of ours runs in QEMU's seccomp sandbox where the build has it (both do).
+    expect(readFileSync(`/proc/${record!.pid}/cmdline`, 'utf8').split('\0')).toContain('-sandbox');
     // The guest answered before, between and after both upgrades.
     expect(upRepliesAt).toBeGreaterThan(10);
     expect(ping.replies).toBeGreaterThan(upRepliesAt + 10);

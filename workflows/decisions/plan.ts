@@ -65,6 +65,8 @@ export interface TargetFacts {
   tapPermitOption?: string;
   /** The `x-ignore-shared` migration capability exists. */
   ignoreShared?: boolean;
+  /** The build has QEMU's seccomp sandbox (`-sandbox`). */
+  sandbox?: boolean;
 }
 
 export type ImplementedStrategy = Exclude<Strategy, 'cpr-exec'>;
