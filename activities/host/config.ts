@@ -128,6 +128,12 @@ export const HostConfigSchema = z
      * The network namespace this host's QEMUs start in (`ip netns exec`), where the taps of its VMs live.
      * For hosts that keep VM networking apart from the host's own; most hypervisors leave it out.
      */
+    /**
+     * Where the RAM files of VMs with `memoryBackend: file` live (default `<runtimeDir>/mem`): a tmpfs such as
+     * /dev/shm, or a hugetlbfs mount such as /dev/hugepages for huge pages. Both processes of an upgrade map
+     * the same file, so an upgrade never copies that RAM.
+     */
+    memoryDir: absPath.optional(),
     netns: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be a network namespace name')
@@ -187,6 +193,14 @@ export function resolveBinary(config: HostConfig, label: string, field = 'binary
     );
   }
   return { label, ...entry };
+}
+
+/**
+ * The folder of this host's RAM files in its memoryDir (`fleet-upgrade-<hostId>`, owner-only, made by the
+ * worker; the mount itself is left as it is), or undefined for the runtime folder's `mem/`.
+ */
+export function ramDir(config: Pick<HostConfig, 'hostId' | 'memoryDir'>): string | undefined {
+  return config.memoryDir ? path.join(config.memoryDir, `fleet-upgrade-${config.hostId}`) : undefined;
 }
 
 /** The host worker's task queue. */

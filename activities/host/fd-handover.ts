@@ -236,7 +236,7 @@ function procRamMemfdOf(pid: number, bytes: number, files: boolean): number | un
   for (const fd of fdNumbers(pid)) {
     try {
       const link = readlinkSync(`/proc/${pid}/fd/${fd}`);
-      const candidate = link.startsWith('/memfd:') || (files && link.startsWith('/') && !link.startsWith('/dev/'));
+      const candidate = link.startsWith('/memfd:') || (files && link.startsWith('/'));
       if (!candidate || !statSync(`/proc/${pid}/fd/${fd}`).isFile()) continue;
       if (statSync(`/proc/${pid}/fd/${fd}`).size === bytes) found.push(fd);
     } catch {

@@ -50,7 +50,10 @@ export function logFile(runtimeDir: string, vmId: string, generation: number, ro
   return path.join(runtimeSubdir(runtimeDir, 'log'), `${vmId}.${generation}.${role}.log`);
 }
 
-/** RAM file of a VM with memoryBackend `file`: one per VM, shared by the source and its destination. */
-export function memFile(runtimeDir: string, vmId: string): string {
-  return path.join(runtimeSubdir(runtimeDir, 'mem'), `${assertSafeId(vmId, 'id')}.ram`);
+/**
+ * RAM file of a VM with memoryBackend `file`: one per VM, shared by the source and its destination, in the
+ * host config's memoryDir (a tmpfs or hugetlbfs mount) or the runtime folder's `mem/`.
+ */
+export function memFile(runtimeDir: string, vmId: string, dir?: string): string {
+  return path.join(dir ?? runtimeSubdir(runtimeDir, 'mem'), `${assertSafeId(vmId, 'id')}.ram`);
 }

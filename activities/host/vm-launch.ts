@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { probeBinary } from '../capabilities/binary-probe';
 import { QmpClient } from '../qmp/client';
-import { loadHostConfig, resolveBinary, type HostConfig, type ResolvedBinary } from './config';
+import { loadHostConfig, ramDir, resolveBinary, type HostConfig, type ResolvedBinary } from './config';
 import { ensurePrivateDir } from './fs-util';
 import { memFile, recordFile, runtimeSubdir, socketPath } from './paths';
 import { isProcessAlive, killQemu, launchQemu } from './qemu-launcher';
@@ -75,7 +75,7 @@ export async function launchVm({ config, spec, auxRamShare = 'auto' }: LaunchVmO
       auxRamShare === 'auto'
         ? sharedRam && (await machineHasProperty(bin, spec.machine, 'aux-ram-share'))
         : auxRamShare;
-    const mem = spec.memoryBackend === 'file' ? memFile(rt, spec.id) : undefined;
+    const mem = spec.memoryBackend === 'file' ? memFile(rt, spec.id, ramDir(config)) : undefined;
     if (mem) await ensurePrivateDir(path.dirname(mem));
     const qmpSocket = socketPath(rt, spec.id, generation, 'qmp');
     // Backends are launched so the build's backend-transfer dialect may hand them over later.

@@ -6,7 +6,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationPlan } from '../../workflows/decisions/plan';
 import { failureTypes } from '../../workflows/failures';
 import { queryGuestMemory, queryTransferable } from '../capabilities/probe';
-import type { HostConfig } from '../host/config';
+import { ramDir, type HostConfig } from '../host/config';
 import { ensurePrivateDir } from '../host/fs-util';
 import { memFile, socketPath } from '../host/paths';
 import { createTap, recreatedTapName } from '../host/taps';
@@ -78,7 +78,7 @@ export async function startDestination(config: HostConfig, input: StartInput): P
   const qmpSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'qmp');
   const mainSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'mig');
   const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
-  const mem = record.spec.memoryBackend === 'file' ? memFile(config.runtimeDir, vmId) : undefined;
+  const mem = record.spec.memoryBackend === 'file' ? memFile(config.runtimeDir, vmId, ramDir(config)) : undefined;
   if (mem) await ensurePrivateDir(path.dirname(mem));
   const recreatedTaps = await recreateTaps(config, record.spec, input.destination.generation, plan);
   // The probe is cached per binary (the workflow's probe step made it): QEMU's sandbox where the build has it.

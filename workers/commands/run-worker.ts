@@ -2,6 +2,7 @@
 // cleanly on SIGINT/SIGTERM (in-flight activities get the shutdown grace, VMs keep running regardless).
 import type { Worker } from '@temporalio/worker';
 import { loadHostConfig } from '../../activities/host/config';
+import { handoverAbility } from '../../activities/host/fd-handover';
 import { stopSimulatedQemus } from '../../activities/host/sim-launcher';
 import { launchAtStart } from '../../activities/host/vm-launch';
 import { createHostWorker, hostTemporalSettings } from '../host-worker';
@@ -20,6 +21,13 @@ export async function runHostWorker(configFile: string, overrides: Partial<Tempo
   const config = await loadHostConfig(configFile);
   const settings = { ...hostTemporalSettings(config), ...overrides };
   const worker = await createHostWorker(config, settings);
+  const handover = handoverAbility();
+  if (!handover.possible) {
+    // Upgrades still run: taps are re-created where the VM names a bridge (else refused), RAM is copied.
+    process.stderr.write(
+      `host worker ${config.hostId}: cannot hand taps and RAM over (${handover.reason}); re-creating taps on their bridge and copying RAM instead\n`,
+    );
+  }
   if (config.launchAtStart?.length) {
     const { launched, alreadyRunning } = await launchAtStart(config);
     process.stderr.write(
