@@ -159,25 +159,21 @@ function isRefusal(err: unknown): boolean {
   return false;
 }
 
-/** Whether a failure says a QEMU process the step needed is gone. */
-function isProcessLost(err: unknown): boolean {
+/** Whether the failure, anywhere in its cause chain, is a host worker's failure of this type. */
+function hasFailureType(err: unknown, type: string): boolean {
   let e: unknown = err;
   while (e instanceof Error) {
-    if (e instanceof ApplicationFailure && e.type === failureTypes.processLost) return true;
+    if (e instanceof ApplicationFailure && e.type === type) return true;
     e = 'cause' in e ? e.cause : undefined;
   }
   return false;
 }
 
+/** Whether a failure says a QEMU process the step needed is gone. */
+const isProcessLost = (err: unknown) => hasFailureType(err, failureTypes.processLost);
+
 /** Whether the host worker kept every process because an operator must decide. */
-function needsOperator(err: unknown): boolean {
-  let e: unknown = err;
-  while (e instanceof Error) {
-    if (e instanceof ApplicationFailure && e.type === failureTypes.needsOperator) return true;
-    e = 'cause' in e ? e.cause : undefined;
-  }
-  return false;
-}
+const needsOperator = (err: unknown) => hasFailureType(err, failureTypes.needsOperator);
 
 /** Whether a migrate failure says the destination has already run the guest. */
 function destinationRan(err: unknown): boolean {

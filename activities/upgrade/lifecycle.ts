@@ -38,7 +38,8 @@ import {
 const statusSchema = z.object({ status: z.string(), running: z.boolean() });
 const qomListSchema = z.array(z.object({ name: z.string(), type: z.string() }));
 
-async function statusOf(qmp: QmpClient) {
+/** QEMU's run state (`query-status`). */
+export async function statusOf(qmp: QmpClient) {
   return statusSchema.parse(await qmp.execute('query-status'));
 }
 
@@ -96,12 +97,16 @@ export async function finalize(config: HostConfig, input: Parameters<HostActivit
   refuseUnsafeInput(vmId, input.source, input.destination);
   refuseGenerations(input.source, input.destination);
   const record = await requireRecord(config, vmId);
+  // Taps re-created for the destination, found once: the record names them, then the old ones go.
+  const recreated =
+    record.generation === input.source.generation
+      ? await recreatedTaps(config, record.spec, input.destination.generation)
+      : {};
   if (record.generation === input.source.generation) {
     const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
     const binary = allowedBinary(config, input.destination.label);
     // Keep the old process findable by generation, so a retry after a crash can still stop it.
     await rememberProcess(config, vmId, record.generation, record.binary.label, record.pid);
-    const recreated = await recreatedTaps(config, record.spec, input.destination.generation);
     await writeVmRecord(
       config.runtimeDir,
       {
@@ -132,12 +137,9 @@ export async function finalize(config: HostConfig, input: Parameters<HostActivit
   const old = await findProcess(config, vmId, input.source);
   if (old) await stopProcess(config, old);
   // The old taps of re-created backends, once no process holds them (the record names the new ones).
-  if (record.generation === input.source.generation) {
-    const recreated = await recreatedTaps(config, record.spec, input.destination.generation);
-    for (const id of Object.keys(recreated)) {
-      const oldName = record.spec.netdevs.find((n) => n.id === id)?.ifname;
-      if (oldName) await deleteTap(config.netns, oldName);
-    }
+  for (const id of Object.keys(recreated)) {
+    const oldName = record.spec.netdevs.find((n) => n.id === id)?.ifname;
+    if (oldName) await deleteTap(config.netns, oldName);
   }
   await forgetProcess(config, vmId, input.source.generation);
   await forgetProcess(config, vmId, input.destination.generation);

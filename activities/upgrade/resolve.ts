@@ -6,14 +6,10 @@ import type { HostConfig } from '../host/config';
 import { resolveBinary } from '../host/config';
 import { killQemu } from '../host/qemu-launcher';
 import { ConfigError } from '../host/validate';
-import type { QmpClient } from '../qmp/client';
 import { readVmRecord, writeVmRecord } from '../host/vm-record';
+import { statusOf } from './lifecycle';
 import { resumeMarker } from './migrate';
 import { forgetProcess, isAlive, withQmp, type VmProcess } from './processes';
-
-async function statusOf(qmp: QmpClient): Promise<{ status: string; running: boolean }> {
-  return (await qmp.execute('query-status')) as { status: string; running: boolean };
-}
 
 export interface ResolveOutcome {
   vmId: string;

@@ -1,10 +1,11 @@
 // Guest RAM copied through the migration stream vs shared by both QEMU processes (memfd share=on,
 // `x-ignore-shared`): one real 7.2 → 10.0.2 upgrade through the saga per RAM size and mode.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
 import { parseHostConfig } from '../../activities/host/config';
+import { killAllWith, silent } from './real-qemu';
 import { launchVm } from '../../activities/host/vm-launch';
 import { parseVmSpec } from '../../activities/host/vm-spec';
 import type { RamMode } from '../../workflows/decisions/plan';
@@ -142,25 +143,3 @@ export async function runRamModesBench(say: (s: string) => void = () => undefine
     rmSync(base, { recursive: true, force: true });
   }
 }
-
-/** SIGKILL every process whose command line contains all the given strings. */
-function killAllWith(...parts: string[]): void {
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${e}/cmdline`, 'utf8');
-      if (parts.every((p) => cmdline.includes(p))) process.kill(Number(e), 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-}
-
-const silent = {
-  log: () => undefined,
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-};

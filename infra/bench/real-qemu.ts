@@ -217,7 +217,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     await Promise.allSettled(workers.map((x) => x.done));
     await connection.close();
     await server.stop();
-    killAllUnder(base);
+    killAllWith(base);
     rmSync(base, { recursive: true, force: true });
   }
 }
@@ -239,19 +239,21 @@ function latencyMedians(all: ActivityLatency[]) {
   );
 }
 
-function killAllUnder(dir: string): void {
+/** SIGKILL every process but this one whose command line contains all the given strings. */
+export function killAllWith(...parts: string[]): void {
   const { readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
   for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${e}/cmdline`, 'utf8').includes(dir)) process.kill(Number(e), 'SIGKILL');
+      const cmdline = readFileSync(`/proc/${e}/cmdline`, 'utf8');
+      if (parts.every((p) => cmdline.includes(p))) process.kill(Number(e), 'SIGKILL');
     } catch {
       /* gone */
     }
   }
 }
 
-const silent = {
+export const silent = {
   log: () => undefined,
   trace: () => undefined,
   debug: () => undefined,
