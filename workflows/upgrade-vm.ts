@@ -194,7 +194,8 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
   const { hostId, vmId } = input;
   const policy = withDefaults(input.policy);
   const policyProblems = problemsOf(policy);
-  const host = hostActivities(hostId, 120_000);
+  // Every step heartbeats: a host worker lost mid-step is noticed in 15 s and the step retried elsewhere.
+  const host = hostActivities(hostId, 120_000, 15_000);
   const progress: UpgradeVmProgress = { phase: 'inspect', transferredBackends: [] };
   const result: UpgradeVmResult = { outcome: 'failed', hostId, vmId, transferredBackends: [], phases: [] };
   setHandler(upgradeVmProgressQuery, () => progress);

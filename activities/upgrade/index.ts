@@ -11,9 +11,9 @@ import { migrate } from './migrate';
 export function createHostActivities(config: HostConfig): HostActivities {
   const migrations = new Slots(config.limits.maxConcurrentMigrations);
   return {
-    inspectSource: (input) => inspectSource(config, input),
-    probeTarget: (input) => probeTarget(config, input),
-    startDestination: (input) => startDestination(config, input),
+    inspectSource: (input) => beating(() => inspectSource(config, input)),
+    probeTarget: (input) => beating(() => probeTarget(config, input)),
+    startDestination: (input) => beating(() => startDestination(config, input)),
     migrate: async (input) => {
       const ctx = Context.current();
       const workflowId = input.progressWorkflowId;
@@ -37,13 +37,32 @@ export function createHostActivities(config: HostConfig): HostActivities {
         migrations.release();
       }
     },
-    verify: (input) => verify(config, input),
-    finalize: (input) => finalize(config, input),
-    rollback: (input) => rollback(config, input),
+    verify: (input) => beating(() => verify(config, input)),
+    finalize: (input) => beating(() => finalize(config, input)),
+    rollback: (input) => beating(() => rollback(config, input)),
     listVms: () => listVms(config),
     describeHost: async () => describeHost(config),
     inventoryVms: () => inventoryVms(config),
   };
+}
+
+/** How often a step heartbeats; the workflow's heartbeat timeout (15 s) is several of these. */
+const BEAT_MS = 3_000;
+
+/**
+ * Runs a saga step while heartbeating, so a host worker that dies mid-step is noticed within the heartbeat
+ * timeout and the step retried on the next worker, not after the 120 s start-to-close timeout. The step
+ * reconciles with what QEMU reports, so the retry continues where the lost attempt stopped.
+ */
+async function beating<T>(step: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  ctx.heartbeat();
+  const timer = setInterval(() => ctx.heartbeat(), BEAT_MS);
+  try {
+    return await step();
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 /** A counting semaphore: who waits heartbeats every few seconds, and stops waiting when cancelled. */

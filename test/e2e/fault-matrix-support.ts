@@ -42,6 +42,7 @@ export const PHASES = [
   'verify',
   'finalize',
   'rollback',
+  'migrate back',
 ] as const;
 export type MatrixPhase = (typeof PHASES)[number];
 
@@ -90,18 +91,34 @@ export interface FaultPlan {
   destinationVersion?: string;
   /** RAM transfer rate of the source (Mbit/s); slow enough to act while the migration is active. */
   sourceRamRateMbps?: number;
+  /** Command-line faults of the old binary's destination processes: the migration back after a failed verify. */
+  backDestination?: RoleFaults;
 }
 
-/** Something the test does while the workflow runs, timed by the simulator's ledger. */
-export type DuringAction =
-  | 'kill the destination once the migration is active'
-  | 'kill the host worker once the migration is active, restart it'
-  | 'kill the source once the destination runs'
-  | 'freeze the source once the destination runs'
-  | 'freeze the destination once it runs'
-  | 'stop the host worker (SIGTERM) once the migration is active, start a new one'
-  | 'cancel the workflow once the migration is active'
-  | 'cancel the workflow once the destination runs';
+/** When the test acts while the workflow runs, read from the simulator's ledger. */
+export type Moment =
+  | 'the workflow starts'
+  | 'the destination is launched'
+  | 'the migration is active'
+  | 'the destination runs'
+  | 'the source quits'
+  | 'the migration back is launched';
+
+/** What the test does at that moment. */
+export type Act =
+  | 'kill the destination'
+  | 'freeze the destination'
+  | 'kill the source'
+  | 'freeze the source'
+  | 'kill the host worker, start a new one'
+  | 'stop the host worker (SIGTERM), start a new one'
+  | 'cancel the workflow';
+
+/** Something the test does while the workflow runs. */
+export interface DuringAction {
+  when: Moment;
+  act: Act;
+}
 
 export interface MatrixCase {
   id: string;
@@ -118,7 +135,7 @@ export interface MatrixCase {
 }
 
 export interface NotProduced {
-  phase: MatrixPhase | 'any' | 'start destination … finalize';
+  phase: MatrixPhase | 'any';
   fault: MatrixFault | string;
   why: string;
 }
@@ -258,7 +275,11 @@ export function makeCaseHost(env: MatrixEnv, n: number, c: MatrixCase): CaseHost
   const sourceQmp = path.join(rt, 'run', `${VM_ID}.1.qmp`);
   const sourceArgs = c.plan.sourceRamRateMbps ? ['--sim-ram-rate-mbps', String(c.plan.sourceRamRateMbps)] : [];
   const oldBin = path.join(dir, 'qemu-old');
-  writeFileSync(oldBin, wrapperScript({ dir, name: 'old', version: OLD_VERSION, ledger, sourceArgs, roles: {} }));
+  const oldRoles: Partial<Record<Role, { always: string[]; once: boolean }>> = {};
+  if (c.plan.backDestination) {
+    oldRoles.destination = { always: c.plan.backDestination.faults, once: !!c.plan.backDestination.once };
+  }
+  writeFileSync(oldBin, wrapperScript({ dir, name: 'old', version: OLD_VERSION, ledger, sourceArgs, roles: oldRoles }));
   const newBin = path.join(dir, 'qemu-new');
   const roles: Partial<Record<Role, { always: string[]; once: boolean }>> = {};
   if (c.plan.destination) roles.destination = { always: c.plan.destination.faults, once: !!c.plan.destination.once };
@@ -389,6 +410,37 @@ function destinationRuns(ledger: string): (e: LedgerEvent) => boolean {
   };
 }
 
+/** A process of the given build started to receive a migration (the simulator logs it `inmigrate`). */
+function launchedToReceive(version: string): (e: LedgerEvent) => boolean {
+  return (e) => e.event === 'start' && e.vm === VM_ID && e.version === version && e.status === 'inmigrate';
+}
+
+/** The source (the first process of the old build) quit: finalize's last command to it. */
+function sourceQuits(ledger: string): (e: LedgerEvent) => boolean {
+  return (e) => {
+    if (e.event !== 'quit') return false;
+    const first = readLedgerEvents(ledger).find(
+      (s) => s.event === 'start' && s.vm === VM_ID && s.version === OLD_VERSION,
+    );
+    return first?.instance === e.instance;
+  };
+}
+
+async function awaitMoment(host: CaseHost, when: Moment): Promise<void> {
+  const ledger = host.ledger;
+  const match: Record<Exclude<Moment, 'the workflow starts'>, (e: LedgerEvent) => boolean> = {
+    'the destination is launched': launchedToReceive(NEW_VERSION),
+    'the migration is active': sourceActive,
+    'the destination runs': destinationRuns(ledger),
+    'the source quits': sourceQuits(ledger),
+    'the migration back is launched': launchedToReceive(OLD_VERSION),
+  };
+  if (when !== 'the workflow starts') await waitForLedger(ledger, match[when]);
+}
+
+/** The acts that need the host worker in a process of its own, to be killed or stopped for real. */
+const workerActs: readonly Act[] = ['kill the host worker, start a new one', 'stop the host worker (SIGTERM), start a new one'];
+
 export function destinationPid(host: CaseHost, generation = 2): number {
   const file = path.join(host.config.runtimeDir, 'run', `${host.vmId}.${generation}.proc.json`);
   return (JSON.parse(readFileSync(file, 'utf8')) as { pid: number }).pid;
@@ -413,9 +465,7 @@ export function spawnHostWorker(host: CaseHost, serverAddress: string): ChildPro
 export async function runCase(env: MatrixEnv, n: number, c: MatrixCase): Promise<Observation> {
   const host = makeCaseHost(env, n, c);
   const workers: ChildProcess[] = [];
-  const inProcess =
-    c.during !== 'kill the host worker once the migration is active, restart it' &&
-    c.during !== 'stop the host worker (SIGTERM) once the migration is active, start a new one';
+  const inProcess = !c.during || !workerActs.includes(c.during.act);
   try {
     const source = await launchSource(host, n);
     const counterBefore = (await guestCounter(source.qmpSocket)) ?? 0;
@@ -423,38 +473,26 @@ export async function runCase(env: MatrixEnv, n: number, c: MatrixCase): Promise
     if (inProcess) await env.harness.startHost(host.config);
     else workers.push(spawnHostWorker(host, env.harness.server.address));
 
+    const act = async (what: Act) => {
+      if (what === 'kill the destination') process.kill(destinationPid(host), 'SIGKILL');
+      else if (what === 'freeze the destination') process.kill(destinationPid(host), 'SIGSTOP');
+      else if (what === 'kill the source') process.kill(source.pid, 'SIGKILL');
+      else if (what === 'freeze the source') process.kill(source.pid, 'SIGSTOP');
+      else if (what === 'cancel the workflow') await handle.cancel();
+      else {
+        workers[0]!.kill(what === 'kill the host worker, start a new one' ? 'SIGKILL' : 'SIGTERM');
+        workers.push(spawnHostWorker(host, env.harness.server.address));
+      }
+    };
     const t0 = Date.now();
     const handle = await env.harness.client.workflow.start('upgradeVm', {
       taskQueue: orchestratorTaskQueue,
       workflowId: `upgrade-vm/${host.config.hostId}/${host.vmId}`,
       args: [{ hostId: host.config.hostId, vmId: host.vmId, target: 'new', policy: c.policy ?? {} }],
     });
-    if (c.during === 'kill the destination once the migration is active') {
-      await waitForLedger(host.ledger, sourceActive);
-      process.kill(destinationPid(host), 'SIGKILL');
-    } else if (c.during === 'kill the host worker once the migration is active, restart it') {
-      await waitForLedger(host.ledger, sourceActive);
-      workers[0]!.kill('SIGKILL');
-      workers.push(spawnHostWorker(host, env.harness.server.address));
-    } else if (c.during === 'stop the host worker (SIGTERM) once the migration is active, start a new one') {
-      await waitForLedger(host.ledger, sourceActive);
-      workers[0]!.kill('SIGTERM');
-      workers.push(spawnHostWorker(host, env.harness.server.address));
-    } else if (c.during === 'cancel the workflow once the migration is active') {
-      await waitForLedger(host.ledger, sourceActive);
-      await handle.cancel();
-    } else if (c.during === 'cancel the workflow once the destination runs') {
-      await waitForLedger(host.ledger, destinationRuns(host.ledger));
-      await handle.cancel();
-    } else if (c.during === 'kill the source once the destination runs') {
-      await waitForLedger(host.ledger, destinationRuns(host.ledger));
-      process.kill(source.pid, 'SIGKILL');
-    } else if (c.during === 'freeze the source once the destination runs') {
-      await waitForLedger(host.ledger, destinationRuns(host.ledger));
-      process.kill(source.pid, 'SIGSTOP');
-    } else if (c.during === 'freeze the destination once it runs') {
-      await waitForLedger(host.ledger, destinationRuns(host.ledger));
-      process.kill(destinationPid(host), 'SIGSTOP');
+    if (c.during) {
+      await awaitMoment(host, c.during.when);
+      await act(c.during.act);
     }
     let result: UpgradeVmResult | undefined;
     let failure = '';
@@ -538,6 +576,22 @@ async function checkInvariants(
   for (const i of intervals) {
     if (i.to === Infinity && !alive(pidOf.get(i.instance) ?? -1)) {
       violations.push(`process ${pidOf.get(i.instance)} died while running without a ledger entry`);
+    }
+  }
+
+  // 7. No process that may have held the only current copy of the guest was ended by us: a process that ran
+  // the guest and is gone either handed it to a later process (which ran after it), or crashed by itself
+  // (the simulator logs an injected crash), or was killed by the case itself.
+  const killedByCase = c.during?.act === 'kill the source' || c.during?.act === 'kill the destination';
+  const instances = [...new Set(intervals.map((i) => i.instance))];
+  for (const instance of instances) {
+    const pid = pidOf.get(instance) ?? -1;
+    if (alive(pid)) continue;
+    const lastFrom = Math.max(...intervals.filter((i) => i.instance === instance).map((i) => i.from));
+    const handedOn = intervals.some((i) => i.instance !== instance && i.from >= lastFrom);
+    const crashed = events.some((e) => e.instance === instance && e.event === 'crash');
+    if (!handedOn && !crashed && !killedByCase) {
+      violations.push(`process ${pid} (${roleOf(instance)}) held the newest state of the guest and was ended by us`);
     }
   }
 
@@ -693,7 +747,9 @@ export function reliabilityDoc(o: {
     '   nowhere, and then the result says so;',
     '4. the VM record names that live process (its label matches);',
     '5. each tap has one owner, the process that runs the guest;',
-    '6. the workflow returns a result whose outcome and reason say what happened.',
+    '6. the workflow returns a result whose outcome and reason say what happened;',
+    '7. no process that may have held the only current copy of the guest is ended by us: a process that ran the',
+    '   guest and is gone handed it to a later process, or crashed by itself, or was the one the case killed.',
     '',
     `Last run: ${passed} of ${o.rows.length} cases passed; ${(o.wallMs / 1000).toFixed(1)} s wall clock with ${o.concurrency} cases at a time.`,
     '',
