@@ -5,7 +5,8 @@
 // reports to the rollout with `hostReport` signals (counts, VMs in flight, VMs finished since the last
 // report). After a failed VM it starts nothing new until the rollout has acknowledged that report, so a
 // failure budget that runs out stops every host before its next VM. Past `historyEvents` it stops
-// starting VMs, lets those in flight finish and continues as new. Deterministic: no I/O here.
+// starting VMs, lets those in flight finish and continues as new. The bookkeeping is the pure
+// decisions/host-state.ts; this file does what it decides. Deterministic: no I/O here.
 import {
   CancellationScope,
   condition,
@@ -26,85 +27,47 @@ import {
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { HostActivities } from '../activities/upgrade/api';
-import { isFailure, type VmOutcome } from './decisions/budget';
 import type { MigrationPolicy } from './decisions/policy';
+import {
+  beginReport,
+  carryOf,
+  clip,
+  hostProgressOf,
+  initialHostState,
+  isDone,
+  isIdle,
+  mayContinueAsNew,
+  mayStartVm,
+  onControl,
+  reportSent,
+  startDraining,
+  startNextVm,
+  takeInventory,
+  vmFinished,
+  type ListedVm,
+  waitsForWindow,
+  type Gate,
+  type HostCarry,
+  type HostControl,
+  type HostProgress,
+  type HostReport,
+  type HostState,
+  type VmFinished,
+} from './decisions/host-state';
 import { msUntilWindowChange, windowState, type MaintenanceWindow } from './decisions/windows';
 import { upgradeVmSearchAttributes } from './search-attributes';
 import { upgradeVm, type UpgradeVmResult } from './upgrade-vm';
 
-export type Gate = 'run' | 'hold' | 'abort';
-
-export interface HostControl {
-  gate: Gate;
-  /** Increases with every change of the rollout's gate; the host echoes the last it applied. */
-  gateSeq: number;
-  /** The highest report seq the rollout has processed. */
-  ack?: number;
-  /** With gate abort: cancel VMs in flight (each rolls back, or finishes if it is past the point of no return). */
-  rollBackInFlight?: boolean;
-}
-
-export interface VmFinished {
-  vmId: string;
-  outcome: VmOutcome;
-  reason?: string;
-  strategy?: string;
-  totalTimeMs?: number;
-  downtimeMs?: number | null;
-  /** Workflow time, ms since the epoch. */
-  at: number;
-}
-
-export type OutcomeCounts = Record<VmOutcome, number>;
-
-export function zeroCounts(): OutcomeCounts {
-  return {
-    upgraded: 0,
-    'already-on-target': 0,
-    refused: 0,
-    'rolled-back': 0,
-    failed: 0,
-    'needs-operator': 0,
-    cancelled: 0,
-  };
-}
-
-export interface HostReport {
-  hostId: string;
-  attempt: number;
-  seq: number;
-  /** VMs this run of the host works on, finished or not. */
-  total: number;
-  pending: number;
-  inFlight: string[];
-  counts: OutcomeCounts;
-  /** VMs finished since the previous report. */
-  finished: VmFinished[];
-  gate: Gate;
-  /** The rollout's gate change this host has applied: after it, the host starts only what `gate` allows. */
-  gateSeq: number;
-  windowOpen: boolean;
-  /** The host waits for the rollout to acknowledge a failure before it starts another VM. */
-  awaitingAck: boolean;
-  /** Runs of this workflow (continue-as-new). */
-  runs: number;
-  /** The last report of this host run. */
-  final?: boolean;
-  /** The host could not be worked on (its inventory could not be read). */
-  error?: string;
-}
-
-export interface HostCarry {
-  pending: string[];
-  total: number;
-  counts: OutcomeCounts;
-  seq: number;
-  ackNeeded: number;
-  acked: number;
-  gate: Gate;
-  gateSeq: number;
-  runs: number;
-}
+export {
+  zeroCounts,
+  type Gate,
+  type HostCarry,
+  type HostControl,
+  type HostProgress,
+  type HostReport,
+  type OutcomeCounts,
+  type VmFinished,
+} from './decisions/host-state';
 
 export interface UpgradeHostInput {
   rolloutWorkflowId: string;
@@ -124,21 +87,6 @@ export interface UpgradeHostInput {
   gateSeq: number;
   historyEvents: number;
   carry?: HostCarry;
-}
-
-export interface HostProgress {
-  hostId: string;
-  attempt: number;
-  runs: number;
-  gate: Gate;
-  windowOpen: boolean;
-  nextWindowChangeInMs?: number;
-  awaitingAck: boolean;
-  draining: boolean;
-  total: number;
-  pending: string[];
-  inFlight: string[];
-  counts: OutcomeCounts;
 }
 
 /** Metrics and logs leave the workflow through this sink (activities/fleet/telemetry.ts). */
@@ -164,229 +112,181 @@ function reasonOf(err: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-const clip = (s: string | undefined) => (s && s.length > 500 ? `${s.slice(0, 497)}...` : s);
-
 /** Changes of the workflow's shape, each guarded by `patched` so histories recorded before replay. */
 export const patches = {
   /** Continue as new only once the last report was delivered (see the loop). */
   reportBeforeContinueAsNew: 'report-before-continue-as-new',
 } as const;
 
-export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> {
-  const { hostId } = input;
-  const sinks = proxySinks<FleetSinks>();
-  const c = input.carry;
-  const pending: string[] = c ? [...c.pending] : [];
-  let total = c?.total ?? 0;
-  const counts: OutcomeCounts = c ? { ...c.counts } : zeroCounts();
-  let seq = c?.seq ?? 0;
-  let ackNeeded = c?.ackNeeded ?? 0;
-  let acked = c?.acked ?? 0;
-  let gate: Gate = c?.gate ?? input.gate;
-  let gateSeq = c?.gateSeq ?? input.gateSeq;
-  const runs = (c?.runs ?? 0) + 1;
-  const inFlight = new Set<string>();
-  let finished: VmFinished[] = [];
-  let unreportedFailure = false;
-  let dirty = true;
-  let sending = false;
-  let changed = false;
-  let draining = false;
-  let orphaned = false;
-  const vmScope = new CancellationScope();
-  const host = proxyActivities<HostActivities>({
-    taskQueue: `qemu-host.${hostId}`,
-    startToCloseTimeout: '60s',
-    scheduleToCloseTimeout: '5m',
-    retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 10 },
-  });
-  const rollout = getExternalWorkflowHandle(input.rolloutWorkflowId);
+/** One run of upgradeHost: its input, its state (replaced by each transition) and what acts for it. */
+class HostRun {
+  st: HostState;
+  readonly vmScope: CancellationScope;
+  readonly sinks = proxySinks<FleetSinks>();
+  readonly host: HostActivities;
+  readonly rollout: ReturnType<typeof getExternalWorkflowHandle>;
 
-  const windowOpen = () => windowState(input.windows, Date.now()).open;
-  const awaitingAck = () => unreportedFailure || acked < ackNeeded;
-
-  setHandler(hostControlSignal, (ctl) => {
-    if (ctl.gateSeq > gateSeq) {
-      gateSeq = ctl.gateSeq;
-      if (gate !== 'abort') gate = ctl.gate;
-      dirty = true; // confirm the gate to the rollout
-    }
-    if (ctl.ack !== undefined && ctl.ack > acked) acked = ctl.ack;
-    if (ctl.gate === 'abort' && ctl.rollBackInFlight && inFlight.size > 0) vmScope.cancel();
-    changed = true;
-  });
-  setHandler(hostProgressQuery, () => ({
-    hostId,
-    attempt: input.attempt,
-    runs,
-    gate,
-    windowOpen: windowOpen(),
-    nextWindowChangeInMs: msUntilWindowChange(input.windows, Date.now()),
-    awaitingAck: awaitingAck(),
-    draining,
-    total,
-    pending: [...pending],
-    inFlight: [...inFlight],
-    counts: { ...counts },
-  }));
-
-  const report = (final: boolean, error?: string): HostReport => ({
-    hostId,
-    attempt: input.attempt,
-    seq,
-    total,
-    pending: pending.length,
-    inFlight: [...inFlight],
-    counts: { ...counts },
-    finished,
-    gate,
-    gateSeq,
-    windowOpen: windowOpen(),
-    awaitingAck: awaitingAck(),
-    runs,
-    ...(final ? { final } : {}),
-    ...(error ? { error } : {}),
-  });
-
-  async function send(final = false, error?: string): Promise<HostReport> {
-    sending = true;
-    dirty = false;
-    seq += 1;
-    if (unreportedFailure) {
-      ackNeeded = seq;
-      unreportedFailure = false;
-    }
-    const r = report(final, error);
-    finished = [];
-    try {
-      await rollout.signal(hostReportSignal, r);
-    } catch (err) {
-      // The rollout is gone (terminated, or this host outlived it): start nothing more.
-      if (!orphaned) log.warn('rollout unreachable; stopping', { hostId, error: reasonOf(err) });
-      orphaned = true;
-      gate = 'abort';
-    }
-    sending = false;
-    changed = true;
-    return r;
+  constructor(readonly input: UpgradeHostInput) {
+    this.st = initialHostState(input.carry, input.gate, input.gateSeq);
+    this.vmScope = new CancellationScope();
+    this.host = proxyActivities<HostActivities>({
+      taskQueue: `qemu-host.${input.hostId}`,
+      startToCloseTimeout: '60s',
+      scheduleToCloseTimeout: '5m',
+      retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 10 },
+    });
+    this.rollout = getExternalWorkflowHandle(input.rolloutWorkflowId);
   }
 
-  function record(f: VmFinished): void {
-    counts[f.outcome] += 1;
-    finished.push(f);
-    if (isFailure(f.outcome)) unreportedFailure = true;
-    dirty = true;
-    changed = true;
-    sinks.fleet.vmFinished({ ...f, hostId, rolloutId: input.rolloutId });
+  windowOpen(): boolean {
+    return windowState(this.input.windows, Date.now()).open;
+  }
+
+  onControl(ctl: HostControl): void {
+    const { state, cancelInFlight } = onControl(this.st, ctl);
+    this.st = state;
+    if (cancelInFlight) this.vmScope.cancel();
+  }
+
+  progress(): HostProgress {
+    return hostProgressOf(this.st, {
+      hostId: this.input.hostId,
+      attempt: this.input.attempt,
+      windowOpen: this.windowOpen(),
+      nextWindowChangeInMs: msUntilWindowChange(this.input.windows, Date.now()),
+    });
+  }
+
+  /** Reports to the rollout; a rollout that cannot be reached (terminated, or outlived) stops the host. */
+  async send(final = false, error?: string): Promise<HostReport> {
+    const { hostId, attempt } = this.input;
+    const { state, report } = beginReport(this.st, { hostId, attempt, windowOpen: this.windowOpen() }, final, error);
+    this.st = state;
+    let delivered = true;
+    try {
+      await this.rollout.signal(hostReportSignal, report);
+    } catch (err) {
+      if (!this.st.orphaned) log.warn('rollout unreachable; stopping', { hostId, error: reasonOf(err) });
+      delivered = false;
+    }
+    this.st = reportSent(this.st, delivered);
+    return report;
+  }
+
+  /** The inventory could not be read: the host's only, final report says why. */
+  hostFailed(err: unknown): Promise<HostReport> {
+    const error = `cannot list the VMs of ${this.input.hostId}: ${reasonOf(err)}`;
+    log.warn('host failed', { hostId: this.input.hostId, error });
+    return this.send(true, error);
+  }
+
+  /** The VMs to work on, from the inventory. */
+  takeInventory(vms: ListedVm[]): void {
+    const { state, recorded } = takeInventory(this.st, vms, this.input, Date.now());
+    this.st = state;
+    for (const f of recorded) this.announce(f);
+  }
+
+  /** What a finished VM leaves besides the state: a metric and a log line. */
+  announce(f: VmFinished): void {
+    const { hostId, rolloutId } = this.input;
+    this.sinks.fleet.vmFinished({ ...f, hostId, rolloutId });
     log.info('vm finished', { hostId, vmId: f.vmId, outcome: f.outcome, reason: f.reason, strategy: f.strategy });
   }
 
-  async function runVm(vmId: string): Promise<void> {
-    let r: UpgradeVmResult | undefined;
+  /** Starts VMs while the gate, the window, the ack and the concurrency allow. */
+  startVms(): void {
+    while (mayStartVm(this.st, this.input.vmsAtOnce, this.windowOpen())) {
+      const { state, vmId } = startNextVm(this.st);
+      this.st = state;
+      void this.vmScope.run(() => this.runVm(vmId));
+    }
+  }
+
+  /** One VM by a child upgradeVm; whatever happens, it ends as a finished VM. */
+  async runVm(vmId: string): Promise<void> {
+    const { hostId, target, policy, rolloutId } = this.input;
     let f: VmFinished;
     try {
       const child = await startChild(upgradeVm, {
         workflowId: upgradeVmWorkflowId(hostId, vmId),
-        args: [{ hostId, vmId, target: input.target, policy: input.policy }],
+        args: [{ hostId, vmId, target, policy }],
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-        typedSearchAttributes: upgradeVmSearchAttributes({
-          hostId,
-          vmId,
-          target: input.target,
-          rolloutId: input.rolloutId,
-        }),
+        typedSearchAttributes: upgradeVmSearchAttributes({ hostId, vmId, target, rolloutId }),
       });
-      r = await child.result();
-      f = { vmId, outcome: r.outcome, at: Date.now() };
-      if (r.reason) f.reason = clip(r.reason);
-      if (r.strategy) f.strategy = r.strategy;
-      if (r.migration) {
-        f.totalTimeMs = r.migration.totalTimeMs;
-        f.downtimeMs = r.migration.downtimeMs;
-      }
+      f = finishedOf(vmId, await child.result());
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) {
-        f = {
-          vmId,
-          outcome: 'failed',
-          reason: `another upgrade of ${vmId} is running (${upgradeVmWorkflowId(hostId, vmId)})`,
-          at: Date.now(),
-        };
-      } else if (isCancellation(err)) {
-        f = { vmId, outcome: 'cancelled', reason: 'rollout aborted: upgrade cancelled', at: Date.now() };
-      } else {
-        f = { vmId, outcome: 'failed', reason: clip(reasonOf(err)), at: Date.now() };
-      }
+      f = notFinishedOf(hostId, vmId, err);
     }
-    inFlight.delete(vmId);
-    record(f);
+    this.st = vmFinished(this.st, f);
+    this.announce(f);
   }
 
+  /** Clears the wake-up flag; how long to wait at most (until the window opens or closes). */
+  sleep(): number | undefined {
+    const wake = waitsForWindow(this.st) ? msUntilWindowChange(this.input.windows, Date.now()) : undefined;
+    this.st = { ...this.st, changed: false };
+    return wake;
+  }
+}
+
+function finishedOf(vmId: string, r: UpgradeVmResult): VmFinished {
+  const f: VmFinished = { vmId, outcome: r.outcome, at: Date.now() };
+  if (r.reason) f.reason = clip(r.reason);
+  if (r.strategy) f.strategy = r.strategy;
+  if (r.migration) {
+    f.totalTimeMs = r.migration.totalTimeMs;
+    f.downtimeMs = r.migration.downtimeMs;
+  }
+  return f;
+}
+
+/** A VM whose workflow did not end with a result. */
+function notFinishedOf(hostId: string, vmId: string, err: unknown): VmFinished {
+  if (err instanceof WorkflowExecutionAlreadyStartedError) {
+    const reason = `another upgrade of ${vmId} is running (${upgradeVmWorkflowId(hostId, vmId)})`;
+    return { vmId, outcome: 'failed', reason, at: Date.now() };
+  }
+  if (isCancellation(err))
+    return { vmId, outcome: 'cancelled', reason: 'rollout aborted: upgrade cancelled', at: Date.now() };
+  return { vmId, outcome: 'failed', reason: clip(reasonOf(err)), at: Date.now() };
+}
+
+export async function upgradeHost(input: UpgradeHostInput): Promise<HostReport> {
+  const run = new HostRun(input);
+  setHandler(hostControlSignal, (ctl) => run.onControl(ctl));
+  setHandler(hostProgressQuery, () => run.progress());
+
   // The inventory, once per host run.
-  if (!c) {
+  if (!input.carry) {
     let vms;
     try {
-      vms = (await host.listVms({})).vms;
+      vms = (await run.host.listVms({})).vms;
     } catch (err) {
-      const error = `cannot list the VMs of ${hostId}: ${reasonOf(err)}`;
-      log.warn('host failed', { hostId, error });
-      return send(true, error);
+      return run.hostFailed(err);
     }
-    const excluded = new Set(input.excludeVms);
-    const only = input.only ? new Set(input.only) : undefined;
-    for (const vm of vms) {
-      if (excluded.has(vm.vmId) || (only && !only.has(vm.vmId))) continue;
-      total += 1;
-      if (vm.label === input.target && vm.running) {
-        record({ vmId: vm.vmId, outcome: 'already-on-target', at: Date.now() });
-      } else pending.push(vm.vmId);
-    }
-    if (only) {
-      // A VM asked for by a retry that is no longer in the inventory.
-      const listed = new Set(vms.map((v) => v.vmId));
-      for (const vmId of input.only ?? []) {
-        if (listed.has(vmId)) continue;
-        total += 1;
-        record({ vmId, outcome: 'failed', reason: `VM ${vmId} is not in the inventory of ${hostId}`, at: Date.now() });
-      }
-    }
+    run.takeInventory(vms);
   }
 
   for (;;) {
     const info = workflowInfo();
-    if (!draining && (info.historyLength >= input.historyEvents || info.continueAsNewSuggested)) draining = true;
-    while (
-      gate === 'run' &&
-      !draining &&
-      !awaitingAck() &&
-      pending.length > 0 &&
-      inFlight.size < input.vmsAtOnce &&
-      windowOpen()
-    ) {
-      const vmId = pending.shift()!;
-      inFlight.add(vmId);
-      dirty = true;
-      void vmScope.run(() => runVm(vmId));
-    }
-    const idle = inFlight.size === 0 && !sending;
-    if (idle && (gate === 'abort' || pending.length === 0)) {
-      return send(true);
-    }
-    if (dirty && !sending) void send();
+    run.st = startDraining(run.st, info.historyLength >= input.historyEvents || info.continueAsNewSuggested);
+    run.startVms();
+    const idle = isIdle(run.st);
+    if (isDone(run.st)) return run.send(true);
+    if (run.st.dirty && !run.st.sending) void run.send();
     // A report just sent must reach the rollout before this run ends: Temporal drops a signal whose sender
     // closed before the signal was delivered (the run that continued as new lost its last report, and with
     // it the failures it listed). So the quiet moment is judged after send(), not before.
-    const quiet = patched(patches.reportBeforeContinueAsNew) ? inFlight.size === 0 && !sending : idle;
-    if (quiet && draining && !dirty) {
-      const carry: HostCarry = { pending, total, counts, seq, ackNeeded, acked, gate, gateSeq, runs };
-      log.info('continuing as new', { hostId, runs, pending: pending.length });
-      await continueAsNew<typeof upgradeHost>({ ...input, carry });
+    const quiet = patched(patches.reportBeforeContinueAsNew) ? isIdle(run.st) : idle;
+    if (mayContinueAsNew(run.st, quiet)) {
+      log.info('continuing as new', { hostId: input.hostId, runs: run.st.runs, pending: run.st.pending.length });
+      await continueAsNew<typeof upgradeHost>({ ...input, carry: carryOf(run.st) });
     }
     // Wake on a signal, a VM finishing, a report sent, or the window opening or closing.
-    const wake = pending.length > 0 && gate === 'run' ? msUntilWindowChange(input.windows, Date.now()) : undefined;
-    changed = false;
-    if (wake === undefined) await condition(() => changed);
-    else await condition(() => changed, wake);
+    const wake = run.sleep();
+    if (wake === undefined) await condition(() => run.st.changed);
+    else await condition(() => run.st.changed, wake);
   }
 }
