@@ -1,10 +1,6 @@
 // How the CLI ends: one line on stderr and a distinct exit code for every failure an operator can cause
-// or meet; a stack trace only for a bug of ours.
-import { ServiceError, WorkflowFailedError } from '@temporalio/client';
-import { ConfigError } from '../activities/host/validate';
-import { QemuLaunchError } from '../activities/host/qemu-launcher';
-import { VmAlreadyRunningError } from '../activities/host/vm-launch';
-import { isQmpFailure } from '../activities/qmp/errors';
+// or meet; a stack trace only for a bug of ours. Every command module imports this one, so it loads nothing
+// heavy itself: describeFailure imports the modules of the errors it recognizes when a command failed.
 
 export const ExitCode = {
   ok: 0,
@@ -41,9 +37,13 @@ export class PeerError extends CliError {
 }
 
 /** Maps any error to its one line and exit code. */
-export function describeFailure(err: unknown): { line: string; exitCode: number; stack?: string } {
+export async function describeFailure(err: unknown): Promise<{ line: string; exitCode: number; stack?: string }> {
   if (err instanceof CliError) return { line: err.message, exitCode: err.exitCode };
+  const { isQmpFailure } = await import('../activities/qmp/errors');
   if (isQmpFailure(err)) return { line: err.message, exitCode: ExitCode.peer };
+  const { ConfigError } = await import('../activities/host/validate');
+  if (err instanceof ConfigError) return { line: err.message, exitCode: ExitCode.badInput };
+  const { ServiceError, WorkflowFailedError } = await import('@temporalio/client');
   if (err instanceof WorkflowFailedError) {
     let cause: unknown = err.cause;
     while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
@@ -59,7 +59,10 @@ export function describeFailure(err: unknown): { line: string; exitCode: number;
         exitCode: ExitCode.peer,
       };
   }
-  if (err instanceof ConfigError) return { line: err.message, exitCode: ExitCode.badInput };
+  const [{ VmAlreadyRunningError }, { QemuLaunchError }] = await Promise.all([
+    import('../activities/host/vm-launch'),
+    import('../activities/host/qemu-launcher'),
+  ]);
   if (err instanceof VmAlreadyRunningError) return { line: err.message, exitCode: ExitCode.failed };
   if (err instanceof QemuLaunchError)
     return { line: err.message.split('\n')[0] ?? err.message, exitCode: ExitCode.failed };

@@ -1,28 +1,17 @@
 // The `fleet-upgrade` command line: a Temporal client and the entry of every worker.
+//
+// Loading it loads commander and the commands' registration only: each action imports its command's module
+// when it runs (`await import(...)`), so `--help` loads no Temporal SDK, the client commands (`vm status`, …)
+// load @temporalio/client without @temporalio/worker, and only the workers and the demo load the worker SDK
+// and the workflow bundler. Keep new imports here light (test/integration/json-output.test.ts checks it).
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { ZodError } from 'zod';
+import type { Client } from '@temporalio/client';
+import type { ZodError } from 'zod';
 import { BadInputError, describeFailure, ExitCode, PeerError } from './cli-errors';
-import { Client } from '@temporalio/client';
 import { dialectNames } from '../activities/capabilities/dialects';
-import { runProbe } from './commands/probe';
-import { runHostWorker, runOrchestratorWorker } from './commands/run-worker';
-import { runDemo, stopKeptDemo } from './commands/demo';
-import { hostInit } from './commands/host-init';
-import {
-  checkIds,
-  policyFromFlags,
-  vmCancel,
-  vmLaunch,
-  vmResolve,
-  vmRetry,
-  vmStatus,
-  vmUpgrade,
-  type PolicyFlags,
-} from './commands/vm';
-import { connectClient, settingsFromEnv, type TemporalSettings } from './temporal-connection';
-import { registerFleetCommands } from './commands/rollout';
-import { registerInventoryCommand } from './commands/inventory';
-import { startWorkerTelemetry } from '../activities/fleet/telemetry';
+import type { PolicyFlags } from './commands/vm';
+import { settingsFromEnv, type TemporalSettings } from './temporal-connection';
+import { registerFleetCommands, registerInventoryCommand } from './commands/fleet-commands';
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -73,9 +62,11 @@ export function buildProgram(): Command {
     .option('--json', 'print exactly one JSON object')
     .option('--timeout <ms>', 'bound on the whole probe', positiveInt, 15_000)
     .action(async (opts: { qmp: string; json?: boolean; timeout: number }) => {
+      const { runProbe } = await import('./commands/probe');
       try {
         process.stdout.write(`${await runProbe({ qmp: opts.qmp, json: opts.json, timeoutMs: opts.timeout })}\n`);
       } catch (err) {
+        const { ZodError } = await import('zod');
         if (err instanceof ZodError) throw new PeerError(`${opts.qmp}: unexpected reply: ${zodIssue(err)}`);
         throw err;
       }
@@ -93,6 +84,10 @@ export function buildProgram(): Command {
       .requiredOption('--config <file>', 'the host config (YAML)')
       .option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics)', portNumber),
   ).action(async (opts: TemporalFlags & { config: string; metricsPort?: number }) => {
+    const [{ startWorkerTelemetry }, { runHostWorker }] = await Promise.all([
+      import('../activities/fleet/telemetry'),
+      import('./commands/run-worker'),
+    ]);
     await startWorkerTelemetry(opts.metricsPort);
     await runHostWorker(opts.config, flagOverrides(opts));
   });
@@ -103,6 +98,10 @@ export function buildProgram(): Command {
       .description('run the workflows (task queue fleet-upgrade)')
       .option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics)', portNumber),
   ).action(async (opts: TemporalFlags & { metricsPort?: number }) => {
+    const [{ startWorkerTelemetry }, { runOrchestratorWorker }] = await Promise.all([
+      import('../activities/fleet/telemetry'),
+      import('./commands/run-worker'),
+    ]);
     await startWorkerTelemetry(opts.metricsPort);
     await runOrchestratorWorker(settingsOf(opts));
   });
@@ -117,7 +116,8 @@ export function buildProgram(): Command {
     .requiredOption('--host-id <id>', 'the host id (task queue qemu-host.<id>)')
     .requiredOption('--runtime-dir <dir>', 'where the host keeps records, sockets and logs (keep it short)')
     .option('--netns <name>', "as root: a network namespace with a bridge and a tap for the Linux guest's NIC")
-    .action((opts: { hostId: string; runtimeDir: string; netns?: string }) => {
+    .action(async (opts: { hostId: string; runtimeDir: string; netns?: string }) => {
+      const { hostInit } = await import('./commands/host-init');
       process.stdout.write(`${hostInit(opts.hostId, opts.runtimeDir, opts.netns)}\n`);
     });
 
@@ -127,6 +127,7 @@ export function buildProgram(): Command {
     .requiredOption('--config <file>', 'the host config (YAML)')
     .requiredOption('--spec <file>', 'the VM spec (YAML)')
     .action(async (opts: { config: string; spec: string }) => {
+      const { vmLaunch } = await import('./commands/vm');
       process.stdout.write(`${await vmLaunch(opts.config, opts.spec)}\n`);
     });
   vm.command('resolve')
@@ -137,6 +138,7 @@ export function buildProgram(): Command {
     .option('--resume', 'resume the kept process if it is paused')
     .option('--json', 'one JSON object on stdout')
     .action(async (opts: { config: string; vm: string; keep: number; resume?: boolean; json?: boolean }) => {
+      const { vmResolve } = await import('./commands/vm');
       const r = await vmResolve(opts.config, opts.vm, opts.keep, opts.resume === true);
       process.stdout.write(
         opts.json
@@ -165,8 +167,9 @@ export function buildProgram(): Command {
     async (
       opts: TemporalFlags & PolicyFlags & { host: string; vm: string; to: string; wait?: boolean; json?: boolean },
     ) => {
+      const { checkIds, policyFromFlags, vmUpgrade } = await import('./commands/vm');
       checkIds(opts.host, opts.vm, opts.to);
-      const policy = policyFromFlags(opts);
+      const policy = await policyFromFlags(opts);
       const input = {
         hostId: opts.host,
         vmId: opts.vm,
@@ -190,6 +193,7 @@ export function buildProgram(): Command {
       )
       .option('--json', 'print one JSON object'),
   ).action(async (opts: TemporalFlags & { host: string; vm: string; wait?: boolean; json?: boolean }) => {
+    const { checkIds, vmCancel } = await import('./commands/vm');
     checkIds(opts.host, opts.vm);
     const out = await withClient(opts, (c) => vmCancel(c, opts.host, opts.vm, opts.wait === true, opts.json === true));
     process.stdout.write(`${out.text}\n`);
@@ -203,6 +207,7 @@ export function buildProgram(): Command {
       .requiredOption('--vm <id>', 'VM id')
       .option('--json', 'print one JSON object'),
   ).action(async (opts: TemporalFlags & { host: string; vm: string; json?: boolean }) => {
+    const { checkIds, vmStatus } = await import('./commands/vm');
     checkIds(opts.host, opts.vm);
     process.stdout.write(`${await withClient(opts, (c) => vmStatus(c, opts.host, opts.vm, opts.json === true))}\n`);
   });
@@ -214,6 +219,7 @@ export function buildProgram(): Command {
       .requiredOption('--vm <id>', 'VM id')
       .option('--wait', 'wait for the result'),
   ).action(async (opts: TemporalFlags & { host: string; vm: string; wait?: boolean }) => {
+    const { checkIds, vmRetry } = await import('./commands/vm');
     checkIds(opts.host, opts.vm);
     const out = await withClient(opts, (c) => vmRetry(c, opts.host, opts.vm, opts.wait === true));
     process.stdout.write(`${out.text}\n`);
@@ -237,6 +243,7 @@ export function buildProgram(): Command {
     .option('--runtime-dir <dir>', 'where the hosts keep records, sockets and logs (default: a temporary folder)')
     .option('--json', 'end with one JSON object')
     .action(async (opts: DemoFlags) => {
+      const { runDemo, stopKeptDemo } = await import('./commands/demo');
       if (opts.stop !== undefined) {
         const { stopped } = await stopKeptDemo(opts.stop);
         process.stdout.write(`${opts.json ? JSON.stringify({ stopped }) : stopped.join('\n')}\n`);
@@ -289,6 +296,10 @@ function settingsOf(f: TemporalFlags): TemporalSettings {
 
 async function withClient<T>(flags: TemporalFlags, use: (client: Client) => Promise<T>): Promise<T> {
   const settings = settingsOf(flags);
+  const [{ Client }, { connectClient }] = await Promise.all([
+    import('@temporalio/client'),
+    import('./temporal-connection'),
+  ]);
   let connection;
   try {
     connection = await connectClient(settings);
@@ -311,7 +322,7 @@ export async function main(argv: string[]): Promise<number> {
       // Commander has printed its own one-line message already.
       return err.exitCode === 0 ? ExitCode.ok : ExitCode.badInput;
     }
-    const failure = describeFailure(err);
+    const failure = await describeFailure(err);
     process.stderr.write(`fleet-upgrade: ${failure.line}\n`);
     if (failure.stack) process.stderr.write(`${failure.stack}\n`);
     return failure.exitCode;

@@ -2,8 +2,10 @@
 // Temporal Cloud by address and namespace, with TLS, mTLS or an API key. Flags win over the environment
 // (the Temporal CLI's variable names), which wins over a host config's `temporal` section.
 import { readFileSync } from 'node:fs';
-import { Connection, type ConnectionOptions } from '@temporalio/client';
-import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
+// The SDK is loaded when a connection is made, not with this module: the CLI's client commands never load
+// @temporalio/worker, and `--help` loads neither.
+import type { Connection, ConnectionOptions } from '@temporalio/client';
+import type { NativeConnection, NativeConnectionOptions } from '@temporalio/worker';
 import { PeerError } from './cli-errors';
 
 export interface TemporalSettings {
@@ -50,6 +52,7 @@ function tlsOptions(s: TemporalSettings): ConnectionOptions['tls'] {
 }
 
 export async function connectClient(s: TemporalSettings): Promise<Connection> {
+  const { Connection } = await import('@temporalio/client');
   return Connection.connect({
     address: s.address,
     tls: tlsOptions(s),
@@ -64,6 +67,7 @@ export async function connectWorker(s: TemporalSettings): Promise<NativeConnecti
     tls: tlsOptions(s) as NativeConnectionOptions['tls'],
     ...(s.apiKey ? { apiKey: s.apiKey } : {}),
   };
+  const { NativeConnection } = await import('@temporalio/worker');
   try {
     return await NativeConnection.connect(options);
   } catch (err) {

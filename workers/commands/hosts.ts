@@ -5,13 +5,10 @@
 // with a short deadline), so a worker that polls but does not answer shows as such.
 import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import type { Command } from 'commander';
 import { hostOfIdentity, hostsQueue } from '../../activities/fleet/presence';
 import { activityPollers, LIVE_POLLER_MS } from '../../activities/fleet/task-queues';
 import type { PreflightResult } from '../../workflows/rollout';
-import { BadInputError } from '../cli-errors';
-import { orchestratorTaskQueue } from '../orchestrator-worker';
-import { settingsOf, temporalFlags, withFleetClient, type TemporalFlags } from './rollout';
+import { orchestratorTaskQueue } from './common';
 
 export interface HostRow {
   hostId: string;
@@ -85,29 +82,4 @@ export function describeHosts(rows: HostRow[]): string {
       return `${r.hostId.padEnd(16)} ${r.live ? 'live' : 'DOWN'}  ${labels}${r.problem ? `${labels ? '; ' : ''}${r.problem}` : ''}${who.length ? `  [${who.join(', ')}]` : ''}`;
     })
     .join('\n');
-}
-
-export function registerHostsCommand(program: Command): void {
-  temporalFlags(
-    program
-      .command('hosts')
-      .description('live host workers (per Temporal task-queue pollers) and the QEMU labels they allow')
-      .option('--host <id>', 'also check this host id (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-      .option('--timeout <sec>', 'how long each worker has to answer', (v) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1 || n > 600) throw new BadInputError('--timeout: 1 to 600 seconds');
-        return n;
-      })
-      .option('--json', 'print one JSON array'),
-  ).action(async (opts: TemporalFlags & { host?: string[]; timeout?: number; json?: boolean }) => {
-    for (const h of opts.host ?? []) {
-      if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(h))
-        throw new BadInputError(`--host: ${JSON.stringify(h)} is not a host id`);
-    }
-    const namespace = settingsOf(opts).namespace;
-    const rows = await withFleetClient(opts, (c) =>
-      listHosts(c, namespace, { hosts: opts.host, timeoutSec: opts.timeout ?? 10 }),
-    );
-    process.stdout.write(`${opts.json ? JSON.stringify(rows) : describeHosts(rows)}\n`);
-  });
 }

@@ -5,16 +5,12 @@
 // that do not answer are listed with the reason, never skipped.
 import { randomUUID } from 'node:crypto';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { Command } from 'commander';
 import { hostOfIdentity, hostsQueue } from '../../activities/fleet/presence';
 import { activityPollers, LIVE_POLLER_MS } from '../../activities/fleet/task-queues';
-import { SAFE_ID, SAFE_LABEL } from '../../activities/host/validate';
 import type { InventoryVmDetail } from '../../activities/upgrade/inventory';
 import type { UpgradeVmProgress, UpgradeVmResult } from '../../workflows/upgrade-vm';
-import { BadInputError, ExitCode } from '../cli-errors';
 import type { HostInventoryRow } from '../inventory-workflow';
-import { orchestratorTaskQueue } from '../orchestrator-worker';
-import { settingsOf, temporalFlags, withFleetClient, type TemporalFlags } from './rollout';
+import { orchestratorTaskQueue } from './common';
 import { upgradeWorkflowId } from './vm';
 
 export interface LastUpgrade {
@@ -213,39 +209,4 @@ export function describeInventory(view: InventoryView): string {
   }
   if (s.hostsNotAnswering.length) lines.push(`not answering: ${s.hostsNotAnswering.join(', ')}`);
   return lines.join('\n');
-}
-
-export function registerInventoryCommand(program: Command): void {
-  temporalFlags(
-    program
-      .command('inventory')
-      .description('every VM of the live host workers: QEMU label and version, machine type, state, last upgrade')
-      .option(
-        '--host <id>',
-        'only this host (repeatable; listed even when its worker is down)',
-        (v: string, prev: string[] = []) => [...prev, v],
-      )
-      .option('--target <label>', 'also count the VMs left to upgrade to this label')
-      .option('--timeout <sec>', 'how long each host worker has to answer (default 10)')
-      .option('--json', 'print one JSON object'),
-  ).action(async (opts: TemporalFlags & { host?: string[]; target?: string; timeout?: string; json?: boolean }) => {
-    for (const h of opts.host ?? [])
-      if (!SAFE_ID.test(h)) throw new BadInputError(`--host: ${JSON.stringify(h)} is not a host id`);
-    if (opts.target !== undefined && !SAFE_LABEL.test(opts.target))
-      throw new BadInputError(`--target: ${JSON.stringify(opts.target)} is not a version label`);
-    const timeoutSec = opts.timeout === undefined ? 10 : Number(opts.timeout);
-    if (!Number.isInteger(timeoutSec) || timeoutSec < 1 || timeoutSec > 600)
-      throw new BadInputError(`--timeout: ${JSON.stringify(opts.timeout)} is not 1 to 600 seconds`);
-    const namespace = settingsOf(opts).namespace;
-    const view = await withFleetClient(opts, (c) =>
-      inventory(c, namespace, {
-        ...(opts.host ? { hosts: opts.host } : {}),
-        ...(opts.target ? { target: opts.target } : {}),
-        timeoutSec,
-      }),
-    );
-    process.stdout.write(`${opts.json ? JSON.stringify(view) : describeInventory(view)}\n`);
-    // An inventory with hosts missing is incomplete: a peer did not answer.
-    process.exitCode = view.summary.hostsNotAnswering.length ? ExitCode.peer : ExitCode.ok;
-  });
 }

@@ -8,27 +8,15 @@ import {
   type WorkflowHandle,
 } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
-import type { Command } from 'commander';
-import { loadPlan } from '../../activities/fleet/plan-file';
 import { rolloutWorkflowId, type RolloutPlan } from '../../workflows/decisions/rollout-plan';
 import type { RolloutInput, RolloutProgress, RolloutResult, RolloutStatus, UpdateAck } from '../../workflows/rollout';
 import { rolloutKey, targetKey } from '../../workflows/search-attributes';
 import { BadInputError, CliError, ExitCode, PeerError } from '../cli-errors';
-import { orchestratorTaskQueue } from '../orchestrator-worker';
 import { connectClient, settingsFromEnv, type TemporalSettings } from '../temporal-connection';
-import { registerHostsCommand } from './hosts';
-import { registerScheduleCommands } from './schedule';
+import { orchestratorTaskQueue, type TemporalFlags } from './common';
 
-export interface TemporalFlags {
-  address?: string;
-  namespace?: string;
-}
-
-export function temporalFlags(c: Command): Command {
-  return c
-    .option('--address <host:port>', 'Temporal frontend (env TEMPORAL_ADDRESS; default 127.0.0.1:7233)')
-    .option('--namespace <name>', 'Temporal namespace (env TEMPORAL_NAMESPACE; default "default")');
-}
+// The commands themselves are registered in ./fleet-commands.ts, which imports this module when one runs.
+export { temporalFlags, type TemporalFlags } from './common';
 
 export function settingsOf(f: TemporalFlags): TemporalSettings {
   return {
@@ -178,7 +166,7 @@ export function exitCodeOfRollout(r: RolloutResult): number {
   return r.outcome === 'completed' && bad === 0 ? ExitCode.ok : ExitCode.failed;
 }
 
-async function waitForResult(
+export async function waitForResult(
   handle: WorkflowHandle,
   say: (line: string) => void,
   pollMs = 2000,
@@ -204,7 +192,7 @@ async function waitForResult(
   return result;
 }
 
-async function update(
+export async function update(
   client: Client,
   id: string,
   name: 'pause' | 'resume' | 'abort' | 'approve' | 'retry',
@@ -275,125 +263,6 @@ export async function listRollouts(client: Client, json: boolean): Promise<strin
   if (json) return JSON.stringify(rows);
   if (rows.length === 0) return 'no rollouts';
   return rows.map((r) => `${r.workflowId.padEnd(40)} ${r.status.padEnd(12)} ${r.startTime}`).join('\n');
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Registration (workers/cli.ts calls registerFleetCommands)
-
-const out = (text: string) => process.stdout.write(`${text}\n`);
-
-export function registerFleetCommands(program: Command): void {
-  const r = program.command('rollout').description('fleet rollouts: waves, windows, budget, approvals');
-
-  temporalFlags(
-    r
-      .command('start')
-      .description('start a rollout from a plan (workflow rollout, id rollout/<name>)')
-      .requiredOption('--plan <file>', 'the rollout plan (YAML; see infra/examples/plan.yaml)')
-      .option('--wait', 'follow it to the end; exit 1 unless every VM is upgraded')
-      .option('--json', 'with --wait: end with one JSON object'),
-  ).action(async (opts: TemporalFlags & { plan: string; wait?: boolean; json?: boolean }) => {
-    const plan = await loadPlan(opts.plan); // exit 2 here, before any connection
-    await withFleetClient(opts, async (client) => {
-      const handle = await startRollout(client, plan);
-      process.stderr.write(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})\n`);
-      if (!opts.wait) {
-        out(`started ${handle.workflowId}`);
-        return;
-      }
-      const result = await waitForResult(handle, (line) => process.stderr.write(`${line}\n`));
-      out(opts.json ? JSON.stringify(result) : describeProgress(result, result.outcome));
-      process.exitCode = exitCodeOfRollout(result);
-    });
-  });
-
-  temporalFlags(
-    r
-      .command('status')
-      .description('progress of a rollout: counts by state, hosts, failures, wave, window')
-      .argument('<id>', 'rollout name or workflow id')
-      .option('--json', 'print one JSON object'),
-  ).action(async (id: string, opts: TemporalFlags & { json?: boolean }) => {
-    rolloutIdOf(id);
-    out(await withFleetClient(opts, (c) => rolloutStatus(c, id, opts.json === true)));
-  });
-
-  temporalFlags(
-    r.command('list').description('rollouts known to Temporal').option('--json', 'print one JSON array'),
-  ).action(async (opts: TemporalFlags & { json?: boolean }) => {
-    out(await withFleetClient(opts, (c) => listRollouts(c, opts.json === true)));
-  });
-
-  temporalFlags(
-    r
-      .command('pause')
-      .description('no new VM starts; VMs in flight finish')
-      .argument('<id>', 'rollout name or workflow id')
-      .option('--reason <text>', 'why, for the record'),
-  ).action(async (id: string, opts: TemporalFlags & { reason?: string }) => {
-    rolloutIdOf(id);
-    const ack = await withFleetClient(opts, (c) => update(c, id, 'pause', opts.reason ? { reason: opts.reason } : {}));
-    out(ack.message);
-  });
-
-  temporalFlags(
-    r
-      .command('resume')
-      .description('resume a paused rollout (also resets the failure budget)')
-      .argument('<id>', 'rollout name or workflow id'),
-  ).action(async (id: string, opts: TemporalFlags) => {
-    rolloutIdOf(id);
-    out((await withFleetClient(opts, (c) => update(c, id, 'resume', {}))).message);
-  });
-
-  temporalFlags(
-    r
-      .command('abort')
-      .description('start nothing new; VMs in flight finish (or, with --roll-back-in-flight, roll back)')
-      .argument('<id>', 'rollout name or workflow id')
-      .option('--reason <text>', 'why, for the record')
-      .option('--roll-back-in-flight', 'cancel the VMs in flight: each rolls back unless it already switched over'),
-  ).action(async (id: string, opts: TemporalFlags & { reason?: string; rollBackInFlight?: boolean }) => {
-    rolloutIdOf(id);
-    const arg = { ...(opts.reason ? { reason: opts.reason } : {}), rollBackInFlight: opts.rollBackInFlight === true };
-    out((await withFleetClient(opts, (c) => update(c, id, 'abort', arg))).message);
-  });
-
-  temporalFlags(
-    r
-      .command('approve')
-      .description('let the next wave start')
-      .argument('<id>', 'rollout name or workflow id')
-      .option('--wave <n>', 'the wave (0-based) expected to be next; refused if another one is', (v) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 0) throw new BadInputError('--wave: must be a wave index (0, 1, ...)');
-        return n;
-      }),
-  ).action(async (id: string, opts: TemporalFlags & { wave?: number }) => {
-    rolloutIdOf(id);
-    out(
-      (await withFleetClient(opts, (c) => update(c, id, 'approve', opts.wave !== undefined ? { wave: opts.wave } : {})))
-        .message,
-    );
-  });
-
-  temporalFlags(
-    r
-      .command('retry')
-      .description('upgrade failed VMs again (all, or those named)')
-      .argument('<id>', 'rollout name or workflow id')
-      .option(
-        '--vm <host/vm>',
-        'a failed VM (repeatable); a bare host id retries the whole host',
-        (v: string, prev: string[] = []) => [...prev, v],
-      ),
-  ).action(async (id: string, opts: TemporalFlags & { vm?: string[] }) => {
-    rolloutIdOf(id);
-    out(await withFleetClient(opts, (c) => rolloutRetry(c, id, opts.vm)));
-  });
-
-  registerScheduleCommands(program);
-  registerHostsCommand(program);
 }
 
 export type { RolloutStatus };

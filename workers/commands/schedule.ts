@@ -4,15 +4,14 @@
 // starting VMs when one closes and, if unfinished, goes on in the next. Overlap policy SKIP: while a
 // rollout of the plan still runs (paused, waiting for approval, or between windows), no second one starts.
 import { ScheduleNotFoundError, type CalendarSpec, type Client, type DayOfWeek, type Month } from '@temporalio/client';
-import type { Command } from 'commander';
-import { loadPlan } from '../../activities/fleet/plan-file';
 import { ConfigError } from '../../activities/host/validate';
 import type { RolloutPlan } from '../../workflows/decisions/rollout-plan';
 import { parseCron, type CronSpec } from '../../workflows/decisions/windows';
 import { BadInputError, CliError, ExitCode } from '../cli-errors';
-import { rolloutStartOptions, temporalFlags, withFleetClient, type TemporalFlags } from './rollout';
+import { SCHEDULE_PREFIX } from './common';
+import { rolloutStartOptions } from './rollout';
 
-export const SCHEDULE_PREFIX = 'rollout-schedule.';
+export { SCHEDULE_PREFIX };
 
 const MONTHS: Month[] = [
   'JANUARY',
@@ -135,59 +134,11 @@ export async function listSchedules(client: Client): Promise<ScheduleRow[]> {
   return rows.sort((a, b) => a.scheduleId.localeCompare(b.scheduleId));
 }
 
-export function registerScheduleCommands(program: Command): void {
-  const s = program.command('schedule').description('recurring maintenance windows (Temporal Schedules)');
-
-  temporalFlags(
-    s
-      .command('create')
-      .description("start the plan's rollout at each of its maintenance windows")
-      .requiredOption('--plan <file>', 'the rollout plan (YAML); its windows make the schedule')
-      .option('--id <name>', `schedule id (default ${SCHEDULE_PREFIX}<plan name>)`)
-      .option('--paused', 'create it paused'),
-  ).action(async (opts: TemporalFlags & { plan: string; id?: string; paused?: boolean }) => {
-    const plan = await loadPlan(opts.plan);
-    scheduleSpecOf(plan, opts.plan); // exit 2 before any connection
-    const id = await withFleetClient(opts, (c) =>
-      createSchedule(c, plan, { id: opts.id, paused: opts.paused, source: opts.plan }),
-    );
-    process.stdout.write(`created schedule ${id}\n`);
-  });
-
-  temporalFlags(
-    s
-      .command('list')
-      .description('schedules of rollouts, their next windows and recent rollouts')
-      .option('--json', 'one JSON array'),
-  ).action(async (opts: TemporalFlags & { json?: boolean }) => {
-    const rows = await withFleetClient(opts, listSchedules);
-    if (opts.json) {
-      process.stdout.write(`${JSON.stringify(rows)}\n`);
-      return;
-    }
-    if (rows.length === 0) process.stdout.write('no rollout schedules\n');
-    for (const r of rows) {
-      process.stdout.write(
-        `${r.scheduleId}${r.paused ? ' (paused)' : ''}: next ${r.nextActionTimes.join(', ') || '-'}; recent ${r.recentRollouts.join(', ') || '-'}\n`,
-      );
-    }
-  });
-
-  temporalFlags(
-    s
-      .command('delete')
-      .description('delete a rollout schedule (running rollouts go on)')
-      .argument('<id>', 'schedule id or plan name'),
-  ).action(async (id: string, opts: TemporalFlags) => {
-    const scheduleId = scheduleIdOf(id);
-    await withFleetClient(opts, async (c) => {
-      try {
-        await c.schedule.getHandle(scheduleId).delete();
-      } catch (err) {
-        if (err instanceof ScheduleNotFoundError) throw new CliError(`no schedule ${scheduleId}`, ExitCode.failed);
-        throw err;
-      }
-    });
-    process.stdout.write(`deleted schedule ${scheduleId}\n`);
-  });
+export async function deleteSchedule(client: Client, scheduleId: string): Promise<void> {
+  try {
+    await client.schedule.getHandle(scheduleId).delete();
+  } catch (err) {
+    if (err instanceof ScheduleNotFoundError) throw new CliError(`no schedule ${scheduleId}`, ExitCode.failed);
+    throw err;
+  }
 }

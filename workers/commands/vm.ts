@@ -6,16 +6,13 @@ import {
   type Client,
 } from '@temporalio/client';
 import { CancelledFailure, WorkflowIdReusePolicy } from '@temporalio/common';
-import { loadHostConfig } from '../../activities/host/config';
-import { resolveVm } from '../../activities/upgrade/resolve';
-import { runVmLaunch } from '../../activities/host/vm-launch';
-import { SAFE_ID, SAFE_LABEL } from '../../activities/host/validate';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
-import { parsePlan, PlanError } from '../../workflows/decisions/rollout-plan';
 import type { UpgradeVmInput, UpgradeVmProgress, UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { BadInputError, CliError, ExitCode } from '../cli-errors';
-import { orchestratorTaskQueue } from '../orchestrator-worker';
+import { orchestratorTaskQueue, SAFE_ID, SAFE_LABEL } from './common';
+// The host-side commands (launch, resolve) and the policy schema (zod) are imported where used, so that the
+// client commands (status, upgrade, cancel, retry) load the Temporal client and little else.
 
 export function upgradeWorkflowId(hostId: string, vmId: string): string {
   return `upgrade-vm/${hostId}/${vmId}`;
@@ -31,10 +28,15 @@ export function checkIds(host: string, vm: string, to?: string): void {
 /** `vm resolve`: the host-side answer to an upgrade that kept every process for an operator. */
 export async function vmResolve(configFile: string, vmId: string, keep: number, resume: boolean) {
   if (!SAFE_ID.test(vmId)) throw new BadInputError(`--vm: ${JSON.stringify(vmId)} is not a VM id`);
+  const [{ loadHostConfig }, { resolveVm }] = await Promise.all([
+    import('../../activities/host/config'),
+    import('../../activities/upgrade/resolve'),
+  ]);
   return resolveVm(await loadHostConfig(configFile), vmId, keep, { resume });
 }
 
 export async function vmLaunch(configFile: string, specFile: string): Promise<string> {
+  const { runVmLaunch } = await import('../../activities/host/vm-launch');
   const r = await runVmLaunch(configFile, specFile);
   return `launched ${r.id}: QEMU ${r.binary.label} pid ${r.pid}, machine ${r.machineType}, QMP ${r.qmpSocket}`;
 }
@@ -96,7 +98,7 @@ const policyFlagOf: Record<keyof MigrationPolicy, string> = {
  * The migration policy given by flags, validated exactly as a rollout plan's `policy:` section is (the same
  * schema, through parsePlan); a bad value is a one-line BadInputError naming the flag.
  */
-export function policyFromFlags(f: PolicyFlags): Partial<MigrationPolicy> {
+export async function policyFromFlags(f: PolicyFlags): Promise<Partial<MigrationPolicy>> {
   const whole = (flag: string, v: string | undefined): number | undefined => {
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v.trim())) throw new BadInputError(`${flag}: ${JSON.stringify(v)} is not a whole number`);
@@ -113,6 +115,7 @@ export function policyFromFlags(f: PolicyFlags): Partial<MigrationPolicy> {
     autoConverge: f.autoConverge,
   };
   const policy = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
+  const { parsePlan, PlanError } = await import('../../workflows/decisions/rollout-plan');
   try {
     return parsePlan({ name: 'vm-upgrade', target: 'x', hosts: ['h'], policy }).policy;
   } catch (err) {
@@ -177,10 +180,10 @@ export async function vmStatus(client: Client, host: string, vm: string, json: b
     throw err;
   }
   const status = description.status.name;
+  // A run in flight answers its progress query; a closed run's result says all of it. Querying a closed run
+  // would make the orchestrator worker replay its whole history, for every `vm status` of a fleet-wide loop.
   const progress =
-    status === 'RUNNING' || status === 'COMPLETED'
-      ? await handle.query<UpgradeVmProgress>('progress').catch(() => undefined)
-      : undefined;
+    status === 'RUNNING' ? await handle.query<UpgradeVmProgress>('progress').catch(() => undefined) : undefined;
   const result = status === 'COMPLETED' ? ((await handle.result()) as UpgradeVmResult) : undefined;
   const view = { workflowId: handle.workflowId, runId: description.runId, status, progress, result };
   if (json) return JSON.stringify(view);
