@@ -1,4 +1,5 @@
 // Failure types the workflow handles itself; host workers raise them non-retryable.
+import { ApplicationFailure } from '@temporalio/common';
 export const failureTypes = {
   vmNotFound: 'VmNotFound',
   notAllowed: 'NotAllowed',
@@ -15,3 +16,38 @@ export const failureTypes = {
 } as const;
 
 export type FailureType = (typeof failureTypes)[keyof typeof failureTypes];
+
+/** What a failure says, read once through Temporal's wrapping (activity, child workflow, application). */
+export interface FailureFacts {
+  /** The failure's own words: the innermost message of its cause chain. */
+  reason: string;
+  /** The handled failure types anywhere in the chain. */
+  types: ReadonlySet<string>;
+  /** A migrate failure's details say that the destination may have run the guest. */
+  destinationRan: boolean;
+}
+
+/** Reads a failure's cause chain once, for every decision the workflows take on it. */
+export function failureOf(err: unknown): FailureFacts {
+  const types = new Set<string>();
+  let destinationRan = false;
+  let innermost: unknown = err;
+  for (let e: unknown = err; e instanceof Error; e = 'cause' in e ? e.cause : undefined) {
+    innermost = e;
+    if (e instanceof ApplicationFailure) {
+      if (e.type) types.add(e.type);
+      if ((e.details?.[0] as { destinationRan?: boolean } | undefined)?.destinationRan) destinationRan = true;
+    }
+  }
+  const reason = innermost instanceof Error ? innermost.message : String(innermost);
+  return { reason, types, destinationRan };
+}
+
+/** The failure's own words, through Temporal's wrapping. */
+export const reasonOf = (err: unknown): string => failureOf(err).reason;
+
+/** The host worker refused the request (unknown VM, label not allow-listed): nothing was touched. */
+export function isRefusal(err: unknown): boolean {
+  const { types } = failureOf(err);
+  return types.has(failureTypes.vmNotFound) || types.has(failureTypes.notAllowed);
+}

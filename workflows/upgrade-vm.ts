@@ -1,8 +1,7 @@
-// Workflow `upgradeVm`: the per-VM saga of DESIGN.md. Each step is an activity on the VM's host queue;
+// Workflow `upgradeVm`: the per-VM saga of docs/DESIGN.md. Each step is an activity on the VM's host queue;
 // the decisions between them are pure functions. Deterministic: no I/O here.
 import {
   ActivityCancellationType,
-  ApplicationFailure,
   CancellationScope,
   defineQuery,
   defineSignal,
@@ -21,7 +20,8 @@ import type {
   RollbackOutcome,
   SourceInspection,
 } from '../activities/upgrade/api';
-import { failureTypes } from './failures';
+import { failureOf, failureTypes, isRefusal, reasonOf } from './failures';
+import { hostTaskQueue, messageNames } from './names';
 import {
   agreedTransferList,
   decide,
@@ -89,8 +89,8 @@ export interface UpgradeVmProgress {
   reason?: string;
 }
 
-export const upgradeVmProgressQuery = defineQuery<UpgradeVmProgress>('progress');
-export const migrationProgressSignal = defineSignal<[MigrationProgress]>('migrationProgress');
+export const upgradeVmProgressQuery = defineQuery<UpgradeVmProgress>(messageNames.progressQuery);
+export const migrationProgressSignal = defineSignal<[MigrationProgress]>(messageNames.migrationProgressSignal);
 
 const handledFailures = Object.values(failureTypes);
 
@@ -126,7 +126,7 @@ export const milestonePhases: ReadonlySet<Phase> = new Set(['inspect', 'migrate'
 
 function hostActivities(hostId: string, startToCloseMs: number, heartbeatMs?: number) {
   return proxyActivities<HostActivities>({
-    taskQueue: `qemu-host.${hostId}`,
+    taskQueue: hostTaskQueue(hostId),
     startToCloseTimeout: startToCloseMs,
     ...(heartbeatMs ? { heartbeatTimeout: heartbeatMs } : {}),
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -140,55 +140,11 @@ function hostActivities(hostId: string, startToCloseMs: number, heartbeatMs?: nu
   });
 }
 
-/** The failure's own words, through Temporal's wrapping. */
-function reasonOf(err: unknown): string {
-  let e: unknown = err;
-  while (e instanceof Error && 'cause' in e && e.cause instanceof Error) e = e.cause;
-  return e instanceof Error ? e.message : String(e);
-}
-
-/** The host worker refused the request (unknown VM, label not allow-listed): nothing was touched. */
-function isRefusal(err: unknown): boolean {
-  let e: unknown = err;
-  while (e instanceof Error) {
-    if (e instanceof ApplicationFailure && (e.type === failureTypes.vmNotFound || e.type === failureTypes.notAllowed)) {
-      return true;
-    }
-    e = 'cause' in e ? e.cause : undefined;
-  }
-  return false;
-}
-
-/** Whether the failure, anywhere in its cause chain, is a host worker's failure of this type. */
-function hasFailureType(err: unknown, type: string): boolean {
-  let e: unknown = err;
-  while (e instanceof Error) {
-    if (e instanceof ApplicationFailure && e.type === type) return true;
-    e = 'cause' in e ? e.cause : undefined;
-  }
-  return false;
-}
-
 /** Whether a failure says a QEMU process the step needed is gone. */
-const isProcessLost = (err: unknown) => hasFailureType(err, failureTypes.processLost);
+const isProcessLost = (err: unknown) => failureOf(err).types.has(failureTypes.processLost);
 
 /** Whether the host worker kept every process because an operator must decide. */
-const needsOperator = (err: unknown) => hasFailureType(err, failureTypes.needsOperator);
-
-/** Whether a migrate failure says the destination has already run the guest. */
-function destinationRan(err: unknown): boolean {
-  let e: unknown = err;
-  while (e instanceof Error) {
-    if (
-      e instanceof ApplicationFailure &&
-      (e.details?.[0] as { destinationRan?: boolean } | undefined)?.destinationRan
-    ) {
-      return true;
-    }
-    e = 'cause' in e ? e.cause : undefined;
-  }
-  return false;
-}
+const needsOperator = (err: unknown) => failureOf(err).types.has(failureTypes.needsOperator);
 
 export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult> {
   const { hostId, vmId } = input;
@@ -304,7 +260,7 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
       totalBytes: progress.migration?.totalBytes ?? result.migration.transferredBytes,
     };
   } catch (err) {
-    if (!destinationRan(err)) {
+    if (!failureOf(err).destinationRan) {
       return await rollBack(err);
     }
   }

@@ -1,5 +1,6 @@
 // The activities of a host worker, bound to its config. Each is safe to retry: it reconciles first.
 import { Context } from '@temporalio/activity';
+import { messageNames } from '../../workflows/names';
 import type { HostConfig } from '../host/config';
 import type { HostActivities, MigrationProgress } from './api';
 import { startDestination } from './destination';
@@ -29,7 +30,7 @@ export function createHostActivities(config: HostConfig): HostActivities {
           ...(workflowId
             ? {
                 signalProgress: (progress: MigrationProgress) =>
-                  ctx.client.workflow.getHandle(workflowId).signal('migrationProgress', progress),
+                  ctx.client.workflow.getHandle(workflowId).signal(messageNames.migrationProgressSignal, progress),
               }
             : {}),
         });
