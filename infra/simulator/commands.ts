@@ -7,14 +7,14 @@ import { humanMonitorCommand } from './hmp';
 import { IncomingMigration, OutgoingMigration } from './migration';
 import { qomGet, qomList } from './qom';
 import { genericError, QmpResult } from './qmp-server';
-import type { SimulatedQemu } from './vm';
+import type { Machine } from './machine';
 
-type Handler = (vm: SimulatedQemu, args: Record<string, unknown>) => QmpResult | Promise<QmpResult>;
+type Handler = (vm: Machine, args: Record<string, unknown>) => QmpResult | Promise<QmpResult>;
 
 const ok = (value: unknown = {}): QmpResult => ({ return: value });
 
 /** Keep only the members the served schema has for a type (older bases lack newer fields). */
-export function shape(vm: SimulatedQemu, typeName: string, value: Record<string, unknown>): Record<string, unknown> {
+export function shape(vm: Machine, typeName: string, value: Record<string, unknown>): Record<string, unknown> {
   const members = new Set(vm.schema.members(typeName).map((m) => m.name));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) if (members.has(k) && v !== undefined) out[k] = v;
@@ -303,11 +303,7 @@ const HANDLERS: Record<string, Handler> = {
 };
 
 /** Dispatch one negotiated command: fault hooks, existence, schema check, handler. */
-export async function executeCommand(
-  vm: SimulatedQemu,
-  name: string,
-  args: Record<string, unknown>,
-): Promise<QmpResult> {
+export async function executeCommand(vm: Machine, name: string, args: Record<string, unknown>): Promise<QmpResult> {
   if (vm.hung || vm.dead) return { noReply: true };
   const simOnly = name.startsWith('x-sim-');
   if (!simOnly) {

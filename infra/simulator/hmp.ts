@@ -1,15 +1,15 @@
 // human-monitor-command: the few HMP commands a manager or a test uses, with QEMU's output format.
 // Guest memory is all zero except the counter dword at 0x7e00 (little-endian), which the guest's loop
 // increments while it runs.
-import { COUNTER_ADDR, type SimulatedQemu } from './vm';
+import { COUNTER_ADDR, type Machine } from './machine';
 
-function readByte(vm: SimulatedQemu, addr: number, counter: number): number {
+function readByte(vm: Machine, addr: number, counter: number): number {
   const off = addr - COUNTER_ADDR;
   return off >= 0 && off < 4 ? (counter >>> (off * 8)) & 0xff : 0;
 }
 
 /** `x /FMT ADDR` (and `xp`): FMT is [count][format x|d|u|o][size b|h|w|g], as memory_dump() prints it. */
-function memoryDump(vm: SimulatedQemu, fmtArg: string | undefined, addrArg: string | undefined): string {
+function memoryDump(vm: Machine, fmtArg: string | undefined, addrArg: string | undefined): string {
   let count = 1;
   let format = 'x';
   let size = 4;
@@ -43,14 +43,14 @@ function memoryDump(vm: SimulatedQemu, fmtArg: string | undefined, addrArg: stri
   return `${out}\r\n`;
 }
 
-function infoStatus(vm: SimulatedQemu): string {
+function infoStatus(vm: Machine): string {
   const s = vm.runState;
   if (s === 'running') return 'VM status: running\r\n';
   if (s === 'paused') return 'VM status: paused\r\n';
   return `VM status: paused (${s})\r\n`;
 }
 
-export function humanMonitorCommand(vm: SimulatedQemu, line: string): string {
+export function humanMonitorCommand(vm: Machine, line: string): string {
   const words = line.trim().split(/\s+/);
   const [cmd, ...rest] = words;
   switch (cmd) {

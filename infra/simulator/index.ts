@@ -6,8 +6,10 @@ import path from 'node:path';
 import { projectRoot } from '../real-parts';
 import { SimulatedQemu, SimulatedQemuOptions } from './vm';
 
-export { SimulatedQemu, COUNTER_ADDR, COUNTER_PER_MS } from './vm';
-export type { SimulatedQemuOptions, RunState } from './vm';
+export { SimulatedQemu } from './vm';
+export type { SimulatedQemuOptions } from './vm';
+export { COUNTER_ADDR, COUNTER_PER_MS } from './machine';
+export type { Machine, RunState } from './machine';
 export { parseArgs, CommandLineError, PROGNAME } from './args';
 export type { SimOptions, VmConfig } from './args';
 export { DIALECTS, dialectByName } from './dialects';

@@ -26,7 +26,7 @@ import type { BackendKind } from './dialects';
 import type { FaultPhase } from './faults';
 import type { Owner } from './ledger';
 import { describeErrno } from './qmp-server';
-import type { SimulatedQemu } from './vm';
+import type { IncomingStatus, Machine, OutgoingStatus } from './machine';
 
 /** Bytes of ROMs and other RAM blocks besides guest RAM (pc-i440fx with a NIC, as QEMU reports them). */
 const ROM_BYTES = 794624;
@@ -122,9 +122,6 @@ function sectionOf(driver: string, slot: number | undefined, path: string): stri
   return slot === undefined ? `${path}/${vmsd}` : `0000:00:${slot.toString(16).padStart(2, '0')}.0/${vmsd}`;
 }
 
-export type OutgoingStatus =
-  'setup' | 'active' | 'pre-switchover' | 'device' | 'cancelling' | 'cancelled' | 'failed' | 'completed';
-
 export class OutgoingMigration {
   status: OutgoingStatus = 'setup';
   private readonly t0 = performance.now();
@@ -153,7 +150,7 @@ export class OutgoingMigration {
   private readonly finishedPromise = new Promise<void>((r) => (this.finishResolve = r));
 
   constructor(
-    private readonly vm: SimulatedQemu,
+    private readonly vm: Machine,
     private readonly main: MigrationAddress,
     private readonly cpr?: MigrationAddress,
   ) {
@@ -467,8 +464,6 @@ export class OutgoingMigration {
   }
 }
 
-export type IncomingStatus = 'setup' | 'active' | 'completed' | 'failed';
-
 export class IncomingMigration {
   status: IncomingStatus = 'setup';
   private server?: net.Server;
@@ -478,7 +473,7 @@ export class IncomingMigration {
   private finished = false;
 
   constructor(
-    private readonly vm: SimulatedQemu,
+    private readonly vm: Machine,
     readonly addr: MigrationAddress,
     private readonly exitOnError: boolean,
   ) {}
@@ -685,7 +680,7 @@ export class CprIncoming {
   private server?: net.Server;
 
   constructor(
-    private readonly vm: SimulatedQemu,
+    private readonly vm: Machine,
     private readonly path: string,
   ) {}
 

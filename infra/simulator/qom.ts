@@ -3,7 +3,7 @@
 // Partial paths resolve like QEMU's (a unique suffix match). Errors use QEMU's texts.
 import { compareVersions } from './dialects';
 import type { QmpResult } from './qmp-server';
-import type { Device, SimulatedQemu } from './vm';
+import type { Device, Machine } from './machine';
 
 interface QomProp {
   type: string;
@@ -26,7 +26,7 @@ const node = (
   children,
 });
 
-function deviceNode(vm: SimulatedQemu, d: Device): QomNode {
+function deviceNode(vm: Machine, d: Device): QomNode {
   const props: Record<string, QomProp> = {
     parent_bus: {
       type: 'link<bus>',
@@ -69,7 +69,7 @@ function defaultFor(t: string): unknown {
   return 0;
 }
 
-function buildTree(vm: SimulatedQemu): QomNode {
+function buildTree(vm: Machine): QomNode {
   const peripheral: Record<string, QomNode> = {};
   const anon: Record<string, QomNode> = {};
   for (const d of vm.devices) {
@@ -121,7 +121,7 @@ function walk(root: QomNode, parts: string[]): QomNode | undefined {
 }
 
 /** Resolve an absolute or partial path to a node, or a QMP error. */
-function resolve(vm: SimulatedQemu, path: string): QomNode | { error: { class: string; desc: string } } {
+function resolve(vm: Machine, path: string): QomNode | { error: { class: string; desc: string } } {
   const root = buildTree(vm);
   const notFound = { error: { class: 'DeviceNotFound', desc: `Device '${path}' not found` } };
   if (path === '/' || path === '') return path === '/' ? root : notFound;
@@ -139,7 +139,7 @@ function resolve(vm: SimulatedQemu, path: string): QomNode | { error: { class: s
   return matches[0] ?? notFound;
 }
 
-export function qomList(vm: SimulatedQemu, path: string): QmpResult {
+export function qomList(vm: Machine, path: string): QmpResult {
   const n = resolve(vm, path);
   if ('error' in n) return n;
   return {
@@ -151,7 +151,7 @@ export function qomList(vm: SimulatedQemu, path: string): QmpResult {
   };
 }
 
-export function qomGet(vm: SimulatedQemu, path: string, property: string): QmpResult {
+export function qomGet(vm: Machine, path: string, property: string): QmpResult {
   const n = resolve(vm, path);
   if ('error' in n) return n;
   if (property === 'type') return { return: n.qomType };

@@ -13,59 +13,15 @@ import {
   VmConfig,
 } from './args';
 import { executeCommand } from './commands';
-import { BackendKind, compareVersions } from './dialects';
+import { compareVersions } from './dialects';
 import { DEVICE_MODELS, DeviceModel, defaultMac, parseBool, pciSlot } from './devices';
 import { FaultPhase, FaultRegistry } from './faults';
 import { FdTable, HeldFd, registerProcPid, resolveProcFd, SimFd, SimRam } from './fds';
 import { Ledger, markInstanceLive, Owner } from './ledger';
+import { COUNTER_PER_MS, type Device, type Machine, type MemoryObject, type Netdev, type RunState } from './machine';
 import { CprIncoming, IncomingMigration, OutgoingMigration } from './migration';
 import { QmpMonitor, QmpResult } from './qmp-server';
 import { SchemaChecker, ServedSchema } from './schema';
-
-export type RunState = 'prelaunch' | 'inmigrate' | 'running' | 'paused' | 'postmigrate' | 'finish-migrate' | 'shutdown';
-
-/** Increments of the guest's counter per millisecond of running (TCG runs the loop about this fast). */
-export const COUNTER_PER_MS = 1000;
-/** Address of the counter dword in guest memory (the boot sector's loop increments it). */
-export const COUNTER_ADDR = 0x7e00;
-
-export interface Netdev {
-  id: string;
-  type: string;
-  opts: Record<string, unknown>;
-  /** Host backend: state `open` (owned), `deferred` (incoming: from the stream or opened at the end), `gone`. */
-  backend?: {
-    kind: BackendKind;
-    name: string;
-    state: 'open' | 'deferred' | 'gone';
-    generated: boolean;
-    /** `fd=`/`fds=`: the inherited fds (duplicates of another process's tap) it was opened through. */
-    viaFds?: number[];
-    /** The fds this process holds for it while open (one per tap queue). */
-    fds?: number[];
-  };
-  usedBy?: string;
-}
-
-export interface Device {
-  driver: string;
-  model: DeviceModel;
-  id?: string;
-  /** Canonical QOM path, /machine/peripheral/<id> or /machine/peripheral-anon/device[N]. */
-  path: string;
-  props: Record<string, string | boolean | number>;
-  netdev?: string;
-  slot?: number;
-  mac?: string;
-  hotplugged: boolean;
-}
-
-export interface MemoryObject {
-  id: string;
-  qomType: string;
-  props: Record<string, unknown>;
-  implicit: boolean;
-}
 
 export interface SimulatedQemuOptions {
   /** Where QEMU's stderr lines go (default: process.stderr). */
@@ -83,7 +39,7 @@ export interface SimulatedQemuOptions {
 
 let instanceSeq = 0;
 
-export class SimulatedQemu {
+export class SimulatedQemu implements Machine {
   readonly sim: SimOptions;
   readonly cfg: VmConfig;
   readonly schema: ServedSchema;
