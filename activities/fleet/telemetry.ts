@@ -93,12 +93,18 @@ const rolloutVms = new Gauge({
 // ---------------------------------------------------------------------------------------------------------
 // Logs
 
-/** JSON lines on stdout; level from FLEET_LOG_LEVEL (default info; silent under Jest unless set). */
-export const logger = pino({
-  level: process.env.FLEET_LOG_LEVEL ?? (process.env.JEST_WORKER_ID ? 'silent' : 'info'),
-  base: { pid: process.pid },
-  timestamp: pino.stdTimeFunctions.isoTime,
-});
+/**
+ * JSON lines on stderr (stdout carries a command's answer: with --json, one JSON document, which a log line
+ * in front of would break); level from FLEET_LOG_LEVEL (default info; silent under Jest unless set).
+ */
+export const logger = pino(
+  {
+    level: process.env.FLEET_LOG_LEVEL ?? (process.env.JEST_WORKER_ID ? 'silent' : 'info'),
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  },
+  pino.destination({ dest: 2, sync: false }),
+);
 
 /** The Temporal SDK's logger on top of pino (Runtime.install({ logger })), so SDK and workflow logs are JSON. */
 export class PinoTemporalLogger implements Logger {

@@ -16,7 +16,17 @@ import { runRamModesBench, SHARED_GOAL, sharedGoalMet, type RamModeFigures } fro
 import { runRealQemuBench, type RealQemuFigures } from './real-qemu';
 import { runClusterFleetBench, type ServiceFigures } from '../temporal-cluster/fleet-bench';
 
+const usage = `usage: npm run bench -- [--json] [--runs N] [--no-ram-modes] [--no-fleet] [--no-cluster]
+  --json           print one JSON object on stdout (progress and logs go to stderr)
+  --runs N         saga and raw-QMP runs each on real QEMU (default 5)
+  --no-ram-modes   leave out guest RAM copied vs shared (64 MiB to 4 GiB)
+  --no-fleet       leave out the fleet of simulated hosts at three sizes
+  --no-cluster     leave out the same fleet on the real cluster (PostgreSQL, mTLS)
+The quickest whole run: --runs 1 --no-ram-modes --no-fleet --no-cluster. Rewrites docs/BENCHMARKS.md.
+`;
+
 interface Options {
+  help?: boolean;
   json: boolean;
   runs: number;
   fleet: boolean;
@@ -28,7 +38,8 @@ interface Options {
 function parseOptions(argv: string[]): Options {
   const o: Options = { json: false, runs: 5, fleet: true, ramModes: true, cluster: true };
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--json') o.json = true;
+    if (argv[i] === '--help' || argv[i] === '-h') o.help = true;
+    else if (argv[i] === '--json') o.json = true;
     else if (argv[i] === '--no-fleet') o.fleet = false;
     else if (argv[i] === '--no-ram-modes') o.ramModes = false;
     else if (argv[i] === '--no-cluster') o.cluster = false;
@@ -140,9 +151,9 @@ ${lines}
 
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
-  const say = (s: string) => {
-    if (!o.json) process.stderr.write(`${s}\n`);
-  };
+  if (o.help) return void process.stdout.write(usage);
+  // Progress on stderr, with or without --json: stdout carries the answer only (one JSON object with --json).
+  const say = (s: string) => process.stderr.write(`${s}\n`);
   say('real QEMU: saga vs raw QMP, alternated');
   const real = await runRealQemuBench(o.runs, say);
   let ramModes: RamModeFigures[] = [];
