@@ -27,7 +27,6 @@ import {
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { HostActivities } from '../activities/upgrade/api';
-import type { MigrationPolicy } from './decisions/policy';
 import {
   beginReport,
   carryOf,
@@ -44,17 +43,18 @@ import {
   startNextVm,
   takeInventory,
   vmFinished,
-  type ListedVm,
   waitsForWindow,
-  type Gate,
-  type HostCarry,
   type HostControl,
   type HostProgress,
   type HostReport,
   type HostState,
+  type ListedVm,
+  type UpgradeHostInput,
   type VmFinished,
 } from './decisions/host-state';
-import { msUntilWindowChange, windowState, type MaintenanceWindow } from './decisions/windows';
+import { msUntilWindowChange, windowState } from './decisions/windows';
+import { reasonOf } from './failures';
+import { hostTaskQueue, messageNames, workflowIds } from './names';
 import { upgradeVmSearchAttributes } from './search-attributes';
 import { upgradeVm, type UpgradeVmResult } from './upgrade-vm';
 
@@ -66,28 +66,9 @@ export {
   type HostProgress,
   type HostReport,
   type OutcomeCounts,
+  type UpgradeHostInput,
   type VmFinished,
 } from './decisions/host-state';
-
-export interface UpgradeHostInput {
-  rolloutWorkflowId: string;
-  rolloutId: string;
-  hostId: string;
-  /** 1 for the first run of this host in the rollout, +1 for each retry. */
-  attempt: number;
-  target: string;
-  policy: Partial<MigrationPolicy>;
-  vmsAtOnce: number;
-  windows: MaintenanceWindow[];
-  /** VM ids of this host left alone. */
-  excludeVms: string[];
-  /** Only these VM ids (a retry); all when absent. */
-  only?: string[];
-  gate: Gate;
-  gateSeq: number;
-  historyEvents: number;
-  carry?: HostCarry;
-}
 
 /** Metrics and logs leave the workflow through this sink (activities/fleet/telemetry.ts). */
 export interface FleetSinks extends Sinks {
@@ -97,19 +78,12 @@ export interface FleetSinks extends Sinks {
   };
 }
 
-export const hostControlSignal = defineSignal<[HostControl]>('hostControl');
-export const hostReportSignal = defineSignal<[HostReport]>('hostReport');
-export const hostProgressQuery = defineQuery<HostProgress>('progress');
+export const hostControlSignal = defineSignal<[HostControl]>(messageNames.hostControlSignal);
+export const hostReportSignal = defineSignal<[HostReport]>(messageNames.hostReportSignal);
+export const hostProgressQuery = defineQuery<HostProgress>(messageNames.progressQuery);
 
 export function upgradeVmWorkflowId(hostId: string, vmId: string): string {
-  return `upgrade-vm/${hostId}/${vmId}`;
-}
-
-/** The failure's own words, through Temporal's wrapping. */
-function reasonOf(err: unknown): string {
-  let e: unknown = err;
-  while (e instanceof Error && 'cause' in e && e.cause instanceof Error) e = e.cause;
-  return e instanceof Error ? e.message : String(e);
+  return workflowIds.upgradeVm(hostId, vmId);
 }
 
 /** Changes of the workflow's shape, each guarded by `patched` so histories recorded before replay. */
@@ -130,7 +104,7 @@ class HostRun {
     this.st = initialHostState(input.carry, input.gate, input.gateSeq);
     this.vmScope = new CancellationScope();
     this.host = proxyActivities<HostActivities>({
-      taskQueue: `qemu-host.${input.hostId}`,
+      taskQueue: hostTaskQueue(input.hostId),
       startToCloseTimeout: '60s',
       scheduleToCloseTimeout: '5m',
       retry: { initialInterval: '1s', maximumInterval: '20s', maximumAttempts: 10 },

@@ -5,6 +5,8 @@
 // After a failed VM it starts nothing new until the rollout has acknowledged the report that carried it,
 // so a failure budget that runs out stops every host before its next VM. A gate of `abort` is final.
 import { isFailure, type VmOutcome } from './budget';
+import type { MigrationPolicy } from './policy';
+import type { MaintenanceWindow } from './windows';
 
 export type Gate = 'run' | 'hold' | 'abort';
 
@@ -79,6 +81,26 @@ export interface HostCarry {
   gate: Gate;
   gateSeq: number;
   runs: number;
+}
+
+export interface UpgradeHostInput {
+  rolloutWorkflowId: string;
+  rolloutId: string;
+  hostId: string;
+  /** 1 for the first run of this host in the rollout, +1 for each retry. */
+  attempt: number;
+  target: string;
+  policy: Partial<MigrationPolicy>;
+  vmsAtOnce: number;
+  windows: MaintenanceWindow[];
+  /** VM ids of this host left alone. */
+  excludeVms: string[];
+  /** Only these VM ids (a retry); all when absent. */
+  only?: string[];
+  gate: Gate;
+  gateSeq: number;
+  historyEvents: number;
+  carry?: HostCarry;
 }
 
 export interface HostProgress {
