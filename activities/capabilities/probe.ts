@@ -36,6 +36,11 @@ export async function queryVersion(qmp: QmpClient): Promise<{ version: string; p
   return { version: `${v.qemu.major}.${v.qemu.minor}.${v.qemu.micro}`, package: v.package.trim() };
 }
 
+/** QEMU's run state (`query-status`). */
+export async function queryStatus(qmp: QmpClient): Promise<{ status: string; running: boolean }> {
+  return statusSchema.parse(await qmp.execute('query-status'));
+}
+
 export async function querySchema(qmp: QmpClient): Promise<QapiSchema> {
   return QapiSchema.parse(await qmp.execute('query-qmp-schema'));
 }
@@ -53,7 +58,7 @@ export async function probeVm(qmp: QmpClient, known?: BuildFeatures): Promise<Vm
   // Independent questions go out together; QEMU answers them in order on one connection.
   const [version, status, machineType, features, memory] = await Promise.all([
     queryVersion(qmp),
-    qmp.execute('query-status').then((s) => statusSchema.parse(s)),
+    queryStatus(qmp),
     qmp.execute('qom-get', { path: '/machine', property: 'type' }).then((t) => z.string().parse(t)),
     known ?? querySchema(qmp).then(buildFeatures),
     queryGuestMemory(qmp),

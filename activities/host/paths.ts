@@ -45,6 +45,18 @@ export function pidFile(runtimeDir: string, vmId: string, generation: number): s
   return path.join(runtimeSubdir(runtimeDir, 'run'), `${vmId}.${generation}.pid`);
 }
 
+/** The worker's note of a process it started (pid, label), by generation: `run/<vmId>.<gen>.proc.json`. */
+export function processFile(runtimeDir: string, vmId: string, generation: number): string {
+  assertSafeId(vmId, 'id');
+  return path.join(runtimeSubdir(runtimeDir, 'run'), `${vmId}.${generation}.proc.json`);
+}
+
+/** Written just before a destination's `cont`: from then on the source's state may be stale. */
+export function resumeMarkerFile(runtimeDir: string, vmId: string, generation: number): string {
+  assertSafeId(vmId, 'id');
+  return path.join(runtimeSubdir(runtimeDir, 'run'), `${vmId}.${generation}.resumed`);
+}
+
 export function logFile(runtimeDir: string, vmId: string, generation: number, role: QemuRole): string {
   assertSafeId(vmId, 'id');
   return path.join(runtimeSubdir(runtimeDir, 'log'), `${vmId}.${generation}.${role}.log`);

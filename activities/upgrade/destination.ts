@@ -1,6 +1,5 @@
 // Step 4 of the saga: start the destination paused, with the source's concrete machine type and each
 // backend in transfer or re-create mode as decided. A retry finds a destination already waiting and keeps it.
-import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationPlan } from '../../workflows/decisions/plan';
@@ -16,7 +15,7 @@ import type { Handover, VmSpec } from '../host/vm-spec';
 import { buildQemuArgs } from '../host/vm-spec';
 import type { DestinationStarted, HostActivities } from './api';
 import { probeTarget } from './inspect';
-import { resumeMarker } from './migrate';
+import { clearResumeMarker } from './resume-marker';
 import {
   allowedBinary,
   connect,
@@ -71,7 +70,7 @@ export async function startDestination(config: HostConfig, input: StartInput): P
   await forgetProcess(config, vmId, input.destination.generation);
   // A resume marker speaks of the process it was written for: one left by an earlier destination of this
   // generation (rolled back) must not make the new one look as if it had run.
-  await rm(resumeMarker(config, vmId, input.destination.generation), { force: true });
+  await clearResumeMarker(config, vmId, input.destination.generation);
 
   const binary = allowedBinary(config, input.destination.label);
   const memory = await withQmp(config, source, (qmp) => queryGuestMemory(qmp));

@@ -6,7 +6,9 @@ import type { HostActivities, MigrationProgress } from './api';
 import { startDestination } from './destination';
 import { inspectSource, probeTarget } from './inspect';
 import { describeHost, inventoryVms, listVms } from './inventory';
-import { finalize, rollback, verify } from './lifecycle';
+import { finalize } from './finalize';
+import { rollback } from './rollback';
+import { verify } from './verify';
 import { migrate } from './migrate';
 
 export function createHostActivities(config: HostConfig): HostActivities {

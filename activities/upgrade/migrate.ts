@@ -3,18 +3,18 @@
 // and its `cont`, so no Temporal round trip lengthens the guest's pause. Before anything, the activity
 // reconciles with what QEMU reports: a migration already running is awaited, one already completed is not
 // repeated, a destination already resumed is only measured.
-import { existsSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { z } from 'zod';
 import { failureTypes } from '../../workflows/failures';
 import { completionTimeoutSec } from '../../workflows/decisions/policy';
 import { dialectByName } from '../capabilities/dialects';
+import { queryStatus } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
-import { runtimeSubdir, socketPath } from '../host/paths';
+import { socketPath } from '../host/paths';
 import type { QmpClient } from '../qmp/client';
 import type { QmpEvent } from '../qmp/messages';
 import type { HostActivities, MigrationOutcome, MigrationProgress } from './api';
+import { cancelMigration, inFlight, queryMigrate, type MigrateInfo } from './migration-state';
+import { destinationMayHaveRun, markResumed } from './resume-marker';
 import {
   connect,
   isAlive,
@@ -38,38 +38,7 @@ export interface ActivitySide {
   keepMigrationOnCancel?: () => boolean;
 }
 
-const migrateInfoSchema = z
-  .object({
-    status: z.string().optional(),
-    'total-time': z.number().optional(),
-    downtime: z.number().optional(),
-    'error-desc': z.string().optional(),
-    ram: z.object({ transferred: z.number(), remaining: z.number(), total: z.number() }).partial().optional(),
-  })
-  .passthrough();
-type MigrateInfo = z.infer<typeof migrateInfoSchema>;
-const statusSchema = z.object({ status: z.string(), running: z.boolean() });
-
-const inFlight = new Set([
-  'setup',
-  'active',
-  'pre-switchover',
-  'device',
-  'postcopy-active',
-  'wait-unplug',
-  'cancelling',
-]);
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Written just before the destination's `cont`: from then on the source's state may be stale. */
-export function resumeMarker(config: HostConfig, vmId: string, generation: number): string {
-  return path.join(runtimeSubdir(config.runtimeDir, 'run'), `${vmId}.${generation}.resumed`);
-}
-
-export function destinationMayHaveRun(config: HostConfig, vmId: string, generation: number): boolean {
-  return existsSync(resumeMarker(config, vmId, generation));
-}
 
 function progressOf(info: MigrateInfo): MigrationProgress {
   return {
@@ -78,14 +47,6 @@ function progressOf(info: MigrateInfo): MigrationProgress {
     remainingBytes: info.ram?.remaining ?? 0,
     totalBytes: info.ram?.total ?? 0,
   };
-}
-
-async function queryMigrate(qmp: QmpClient): Promise<MigrateInfo> {
-  return migrateInfoSchema.parse(await qmp.execute('query-migrate'));
-}
-
-async function queryStatus(qmp: QmpClient) {
-  return statusSchema.parse(await qmp.execute('query-status'));
 }
 
 function fail(type: string, message: string, destinationRan = false): ApplicationFailure {
@@ -151,7 +112,6 @@ export async function migrate(config: HostConfig, input: MigrateInput, side: Act
   const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
   const migSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'mig');
   const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
-  const marker = resumeMarker(config, vmId, input.destination.generation);
   const timeline = new EventTimeline();
   const src = await connect(config, source);
   let dst: QmpClient | undefined;
@@ -174,7 +134,7 @@ export async function migrate(config: HostConfig, input: MigrateInput, side: Act
       dst = await startMigration(config, src, destination, input, { migSocket, cprSocket }, timeline);
     }
 
-    const switched = switchOverWhenComplete(dst, marker);
+    const switched = switchOverWhenComplete(dst, () => markResumed(config, vmId, input.destination.generation));
     await monitor(src, destination, input, side, switched, started);
     await switched.done;
 
@@ -280,7 +240,7 @@ async function connectWhenUp(config: HostConfig, p: VmProcess): Promise<QmpClien
  * Arms the switchover: as soon as the destination reports the migration completed, check that it is paused
  * and `cont` it. Also reachable by polling (`check`) for a destination whose events came up late.
  */
-function switchOverWhenComplete(dst: QmpClient, marker: string) {
+function switchOverWhenComplete(dst: QmpClient, markResumed: () => void) {
   let alreadyRunning = false;
   let resolveDone!: () => void;
   let rejectDone!: (e: unknown) => void;
@@ -305,9 +265,7 @@ function switchOverWhenComplete(dst: QmpClient, marker: string) {
       // Awaited only once `cont` succeeded; when `cont` fails (the destination died or hangs) nobody awaits
       // it, and its rejection must not go unhandled: Node ends the host worker's process on one.
       resumed.catch(() => undefined);
-      // Not fsynced: it guards against a crash of the worker (the page cache survives it); a crash of the
-      // host takes both QEMUs with it. An fsync here would lengthen the guest's pause by milliseconds.
-      writeFileSync(marker, new Date().toISOString(), { mode: 0o600 });
+      markResumed();
       await dst.execute('cont');
       await resumed;
       resolveDone();
@@ -404,20 +362,6 @@ async function monitor(
         `no progress for ${input.policy.progressTimeoutSec} s; migration cancelled`,
       );
     }
-  }
-}
-
-/** `migrate_cancel`, then wait until the source is no longer migrating. */
-async function cancelMigration(src: QmpClient): Promise<void> {
-  try {
-    await src.execute('migrate_cancel');
-    for (let i = 0; i < 100; i++) {
-      const s = (await queryMigrate(src)).status ?? 'none';
-      if (!inFlight.has(s) || s === 'completed') return;
-      await sleep(50);
-    }
-  } catch {
-    /* the rollback reconciles with whatever state is left */
   }
 }
 

@@ -2,13 +2,12 @@
 // runs the VM; a destination being prepared has a process file `run/<vmId>.<generation>.proc.json` until
 // finalize folds it into the record. Nothing here trusts a path or pid that came through Temporal.
 import { readFile, rm } from 'node:fs/promises';
-import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { failureTypes } from '../../workflows/failures';
 import { resolveBinary, type HostConfig, type ResolvedBinary } from '../host/config';
 import { writeFileAtomic } from '../host/fs-util';
-import { pidFile, runtimeSubdir, socketPath } from '../host/paths';
+import { pidFile, processFile, socketPath } from '../host/paths';
 import { isProcessAlive } from '../host/qemu-launcher';
 import { assertSafeId, SAFE_LABEL } from '../host/validate';
 import { readVmRecord, type VmRecord } from '../host/vm-record';
@@ -26,7 +25,7 @@ export interface VmProcess {
 const procFileSchema = z.object({ pid: z.number().int().positive(), label: z.string(), startedAt: z.string() });
 
 function procFile(config: HostConfig, vmId: string, generation: number): string {
-  return path.join(runtimeSubdir(config.runtimeDir, 'run'), `${assertSafeId(vmId)}.${generation}.proc.json`);
+  return processFile(config.runtimeDir, vmId, generation);
 }
 
 /** The VM's record, or a non-retryable VmNotFound: the worker serves only VMs in its inventory. */

@@ -1,14 +1,13 @@
 // `fleet-upgrade vm resolve`: the operator's answer to an upgrade that could not tell which process holds the
 // guest (the record's `attention`). The operator names the generation to keep; it becomes the VM's process,
 // every other kept process is stopped, and the VM can be upgraded again. Run on the host, with its config.
-import { rm } from 'node:fs/promises';
 import type { HostConfig } from '../host/config';
 import { resolveBinary } from '../host/config';
 import { killQemu } from '../host/qemu-launcher';
 import { ConfigError } from '../host/validate';
 import { readVmRecord, writeVmRecord } from '../host/vm-record';
-import { statusOf } from './lifecycle';
-import { resumeMarker } from './migrate';
+import { queryStatus } from '../capabilities/probe';
+import { clearResumeMarker } from './resume-marker';
 import { forgetProcess, isAlive, withQmp, type VmProcess } from './processes';
 
 export interface ResolveOutcome {
@@ -40,7 +39,7 @@ export async function resolveVm(
   const kept: VmProcess = { vmId, ...chosen };
   if (!isAlive(kept)) throw new ConfigError('keep', `the process of generation ${keep} (pid ${chosen.pid}) is gone`);
   const binary = resolveBinary(config, chosen.label, 'keep');
-  const before = await withQmp(config, kept, async (qmp) => statusOf(qmp));
+  const before = await withQmp(config, kept, async (qmp) => queryStatus(qmp));
   if (before.status === 'inmigrate') {
     throw new ConfigError(
       'keep',
@@ -72,13 +71,13 @@ export async function resolveVm(
   }
   for (const p of candidates) {
     await forgetProcess(config, vmId, p.generation);
-    await rm(resumeMarker(config, vmId, p.generation), { force: true });
+    await clearResumeMarker(config, vmId, p.generation);
   }
   const { status, resumed } = await withQmp(config, kept, async (qmp) => {
-    const now = await statusOf(qmp);
+    const now = await queryStatus(qmp);
     if (now.running || !o.resume) return { status: now.status, resumed: false };
     await qmp.execute('cont');
-    return { status: (await statusOf(qmp)).status, resumed: true };
+    return { status: (await queryStatus(qmp)).status, resumed: true };
   });
   return {
     vmId,

@@ -16,7 +16,7 @@ import { socketPath } from '../../activities/host/paths';
 import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { readVmRecord, type VmRecord } from '../../activities/host/vm-record';
 import type { MigrationProgress } from '../../activities/upgrade/api';
-import { resumeMarker } from '../../activities/upgrade/migrate';
+import { resumeMarkerFile } from '../../activities/host/paths';
 import { startDevServer, type DevServer } from '../../infra/devserver';
 import { startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../../infra/worker-processes';
 import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
@@ -218,7 +218,7 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
   /** When the destination was resumed (the marker migrate writes just before its `cont`), if it was. */
   const resumedAt = (vm: VmRecord): number | undefined => {
     try {
-      return statSync(resumeMarker(config, vm.id, vm.generation + 1)).mtimeMs;
+      return statSync(resumeMarkerFile(config.runtimeDir, vm.id, vm.generation + 1)).mtimeMs;
     } catch {
       return undefined;
     }

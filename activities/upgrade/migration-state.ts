@@ -1,0 +1,44 @@
+// What QEMU says of a migration (`query-migrate`), and how an outgoing one is cancelled: shared by the
+// migrate step, which cancels on a stall or a deadline, and the rollback, which cancels what is left.
+import { z } from 'zod';
+import type { QmpClient } from '../qmp/client';
+
+const migrateInfoSchema = z
+  .object({
+    status: z.string().optional(),
+    'total-time': z.number().optional(),
+    downtime: z.number().optional(),
+    'error-desc': z.string().optional(),
+    ram: z.object({ transferred: z.number(), remaining: z.number(), total: z.number() }).partial().optional(),
+  })
+  .passthrough();
+export type MigrateInfo = z.infer<typeof migrateInfoSchema>;
+
+/** Statuses of a migration still under way (QEMU's MigrationStatus). */
+export const inFlight: ReadonlySet<string> = new Set([
+  'setup',
+  'active',
+  'pre-switchover',
+  'device',
+  'postcopy-active',
+  'wait-unplug',
+  'cancelling',
+]);
+
+export async function queryMigrate(qmp: QmpClient): Promise<MigrateInfo> {
+  return migrateInfoSchema.parse(await qmp.execute('query-migrate'));
+}
+
+/** `migrate_cancel`, then wait (up to 10 s) until the source is no longer migrating. */
+export async function cancelMigration(src: QmpClient): Promise<void> {
+  try {
+    await src.execute('migrate_cancel');
+    for (let i = 0; i < 200; i++) {
+      const s = (await queryMigrate(src)).status ?? 'none';
+      if (!inFlight.has(s)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch {
+    /* the rollback reconciles with whatever state is left */
+  }
+}
