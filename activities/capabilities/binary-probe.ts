@@ -1,18 +1,18 @@
 // Step 2 of the saga: what a QEMU binary can do, asked of the binary itself (`-machine none`, no guest),
 // cached per path, size and mtime like libvirt's capability cache: in memory, and on disk under the
-// runtime folder so a restarted worker does not start the binary again. A simulator binary (sim-launcher.ts)
-// is probed in-process, cached in memory only.
-import { spawn } from 'node:child_process';
+// runtime folder so a restarted worker does not start the binary again. The binary's launcher starts it
+// (a simulator binary in-process, cached in memory only: nothing on disk identifies it).
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import type { TargetFacts } from '../../workflows/decisions/plan';
 import { writeFileAtomic } from '../host/fs-util';
 import { ensurePrivateDir } from '../host/fs-util';
-import { simulatorOfPath, startSimulatedProbe } from '../host/sim-launcher';
+import type { BinaryEntry, SimulatorSpec } from '../host/config';
+import { launcherFor } from '../host/qemu-launcher';
 import { QmpClient } from '../qmp/client';
 import { buildFeatures, type BuildFeatures } from './features';
 import { queryVersion, querySchema } from './probe';
@@ -22,13 +22,17 @@ export interface BinaryToProbe {
   path: string;
   dataDirs: string[];
   env?: Record<string, string>;
+  /** A simulator binary's spec (its launcher then runs it in-process). */
+  simulator?: SimulatorSpec;
 }
+
+const entryOf = (binary: BinaryToProbe): BinaryEntry => ({ ...binary, env: binary.env ?? {} });
 
 const machinesSchema = z.array(z.object({ name: z.string() }).passthrough());
 const memory = new Map<string, TargetFacts>();
 
-async function cacheKey(binary: BinaryToProbe): Promise<string> {
-  const s = simulatorOfPath(binary.path) ? { size: 0, mtimeMs: 0 } : await stat(binary.path);
+function cacheKey(binary: BinaryToProbe, stamp: { size: number; mtimeMs: number } | undefined): string {
+  const s = stamp ?? { size: 0, mtimeMs: 0 };
   return createHash('sha256')
     .update(JSON.stringify([binary.path, s.size, s.mtimeMs, binary.dataDirs, binary.label]))
     .digest('hex')
@@ -37,10 +41,12 @@ async function cacheKey(binary: BinaryToProbe): Promise<string> {
 
 /** Probes a binary, or returns what an earlier probe of the same file found. */
 export async function probeBinary(binary: BinaryToProbe, cacheDir: string, timeoutMs = 20_000): Promise<TargetFacts> {
-  const key = await cacheKey(binary);
+  const entry = entryOf(binary);
+  const stamp = await launcherFor(entry).buildStamp(entry);
+  const key = cacheKey(binary, stamp);
   const hit = memory.get(key);
   if (hit) return hit;
-  if (simulatorOfPath(binary.path)) {
+  if (!stamp) {
     const facts = await probeBinaryNow(binary, timeoutMs);
     memory.set(key, facts);
     return facts;
@@ -68,8 +74,8 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
     ...['-machine', 'none', '-S', '-nodefaults', '-no-user-config', '-display', 'none'],
     ...['-qmp', `unix:${sock},server=on,wait=off`],
   ];
-  const simulator = simulatorOfPath(binary.path);
-  const child = simulator ? startSimulatedProbe(simulator, args) : spawnProbe(binary, args);
+  const entry = entryOf(binary);
+  const child = launcherFor(entry).startProbe(entry, args);
   const exited = child.exited;
   exited.catch(() => undefined);
   try {
@@ -111,21 +117,6 @@ async function probeBinaryNow(binary: BinaryToProbe, timeoutMs: number): Promise
     child.kill();
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function spawnProbe(binary: BinaryToProbe, args: string[]): { exited: Promise<never>; kill(): void } {
-  const child = spawn(binary.path, args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { PATH: process.env.PATH ?? '', ...binary.env },
-  });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code) =>
-      reject(new Error(`${binary.path} exited (code ${code}) while probed: ${stderr.trim()}`)),
-    ),
-  );
-  return { exited, kill: () => child.kill('SIGKILL') };
 }
 
 /** A probed binary's schema-derived features, as the VM probe needs them. */

@@ -4,26 +4,18 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { SIMULATOR_PATH_PREFIX, simulatorPath } from './sim-launcher';
+import { SIMULATOR_PATH_PREFIX, SimulatorSchema, simulatorPath, type SimulatorSpec } from './simulator-spec';
 import { absPath, ConfigError, parseYamlText, safeId, safeLabel, validate } from './validate';
 import { VmSpecSchema } from './vm-spec';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
 
-/** An in-process QEMU simulator (infra/simulator) standing in for a binary: see sim-launcher.ts. */
-export const SimulatorSchema = z.strictObject({
-  dialect: z.enum(['none', 'backend-transfer-bool', 'backend-transfer-list', 'local']),
-  /** Reported by the greeting and query-version, e.g. 10.0.50. */
-  version: z.string().regex(/^\d{1,3}\.\d{1,3}\.\d{1,3}$/, 'must be a QEMU version such as 10.0.50'),
-  /** The simulator's ledger (backend owners, lifecycle events); none: ownership kept in memory only. */
-  stateDir: absPath.optional(),
-  /** RAM transfer speed of a migration (the simulator's default: 2000). */
-  ramRateMbps: z.int().min(1).max(10_000_000).optional(),
-});
+export { SimulatorSchema, type SimulatorSpec } from './simulator-spec';
 
-export type SimulatorSpec = z.output<typeof SimulatorSchema>;
-
-/** A binary as resolved: a simulator has a synthetic `path` that names no file (simulatorPath). */
+/**
+ * A binary as resolved. A simulator's `path` is only what it is shown as (simulatorPath): the launcher that
+ * runs a binary is chosen from this entry (launcherFor in qemu-launcher.ts), never from its path.
+ */
 export interface BinaryEntry {
   path: string;
   dataDirs: string[];

@@ -1,20 +1,18 @@
-// In-process simulated QEMUs: the launcher behind a host config's `simulator` binaries, for fleet-scale runs
-// (thousands of VMs in one host worker, about 11 KiB each while idle). launchQemu, isProcessAlive and
-// killQemu (qemu-launcher.ts) dispatch here, so the saga's activities run unchanged on either kind.
+// In-process simulated QEMUs: the launcher of a host config's `simulator` binaries, for fleet-scale runs
+// (thousands of VMs in one host worker, about 11 KiB each while idle), and the only way the product loads
+// the simulator (infra/simulator). launcherFor (qemu-launcher.ts) picks it from the binary's config entry,
+// so the saga's activities run unchanged on either kind of QEMU.
 //
-// - A simulator binary resolves to a synthetic absolute path (`/in-process-qemu-simulator/<dialect>/<version>
-//   [/ram-rate-<N>][/state<stateDir>]`) that names no file: it is what the VM record shows as the binary,
-//   and what launchQemu recognises.
 // - Each launched instance gets a pid-like handle, recorded in the VM record and process files like a pid:
 //   `1e15 + <worker pid> * 1e6 + <sequence>`. It is far above any real pid (and above int32, so
-//   process.kill refuses it outright: a handle can never signal a real process).
+//   process.kill refuses it outright: a handle can never signal a real process). Its format is this
+//   launcher's own business: `started(pid)` is how the others tell a recorded handle from a pid.
 // - The registry of live instances says whether a handle is alive (and, with `expectArg`, whether its
 //   command line carries that argument, like /proc/<pid>/cmdline for a real process). Another process
 //   cannot see the registry: to it a handle is alive while the worker process named in it is.
 // - Kill: with a grace period a graceful stop (QEMU on SIGTERM: SHUTDOWN, exit 0), without one a crash
 //   (SIGKILL: sockets reset, no SHUTDOWN).
-//
-// - Fds (simulatedFdAccess, for fd-handover.ts): an instance's taps and RAM are the simulator's fds (its
+// - Fds (`fdAccess`, for fd-handover.ts): an instance's taps and RAM are the simulator's fds (its
 //   `heldFds`, like /proc/<pid>/fd); taking one (`dupFd`, like pidfd_getfd) yields a token, a negative number
 //   that can never name a real fd (closeSync refuses it), kept in this worker until closed. A destination
 //   launched with tokens in `passFds` inherits what they stand for as fds 3, 4, … (`-netdev tap,fd=3`), and
@@ -24,9 +22,21 @@
 // them (their records then name a handle that is not alive). Fault tests that kill workers use real processes.
 import { appendFileSync } from 'node:fs';
 import type { SimFd, SimulatedQemu } from '../../infra/simulator';
-import type { SimulatorSpec } from './config';
-import { FdHandoverError, type FdAccess } from './fd-handover';
-import { isProcessAlive, logTail, QemuLaunchError, type KillOutcome, type LaunchQemuOptions } from './qemu-launcher';
+import type { BinaryEntry } from './config';
+import {
+  logTail,
+  prepareLaunch,
+  QemuLaunchError,
+  type KillOptions,
+  type KillOutcome,
+  type LaunchedQemu,
+  type LaunchQemuOptions,
+  type ProbeProcess,
+  type QemuLauncher,
+} from './launcher';
+import { processAlive } from './process-launcher';
+import { FdHandoverError, type FdAccess } from './proc-fds';
+import { simulatorPath, type SimulatorSpec } from './simulator-spec';
 
 type SimulatorModule = typeof import('../../infra/simulator');
 type SimulatorArgsModule = typeof import('../../infra/simulator/args');
@@ -44,31 +54,6 @@ function simulator(): { sim: SimulatorModule; args: SimulatorArgsModule } {
 // ---------------------------------------------------------------------------------------------------------
 // The synthetic binary path
 
-export const SIMULATOR_PATH_PREFIX = '/in-process-qemu-simulator/';
-const SIMULATOR_PATH =
-  /^\/in-process-qemu-simulator\/(none|backend-transfer-bool|backend-transfer-list|local)\/(\d+\.\d+\.\d+)(?:\/ram-rate-(\d+))?(?:\/state(\/.*))?$/;
-
-/** The synthetic absolute path a simulator binary resolves to; it names no file. */
-export function simulatorPath(spec: SimulatorSpec): string {
-  return (
-    `${SIMULATOR_PATH_PREFIX}${spec.dialect}/${spec.version}` +
-    (spec.ramRateMbps !== undefined ? `/ram-rate-${spec.ramRateMbps}` : '') +
-    (spec.stateDir !== undefined ? `/state${spec.stateDir}` : '')
-  );
-}
-
-/** The simulator a binary path stands for, or undefined for a real binary. */
-export function simulatorOfPath(binaryPath: string): SimulatorSpec | undefined {
-  const m = SIMULATOR_PATH.exec(binaryPath);
-  if (!m) return undefined;
-  return {
-    dialect: m[1] as SimulatorSpec['dialect'],
-    version: m[2]!,
-    ...(m[3] !== undefined ? { ramRateMbps: Number(m[3]) } : {}),
-    ...(m[4] !== undefined ? { stateDir: m[4] } : {}),
-  };
-}
-
 /** The simulator's own options (`--sim-*`), put before QEMU's. */
 export function simulatorArgs(spec: SimulatorSpec, o: { ledger?: boolean } = {}): string[] {
   return [
@@ -85,12 +70,13 @@ const HANDLE_BASE = 1e15;
 const HANDLE_SPAN = 1e6;
 let sequence = 0;
 
-export function isSimulatedHandle(pid: number): boolean {
+/** Whether a pid is one of our handles (of this worker or another). */
+function isHandle(pid: number): boolean {
   return Number.isSafeInteger(pid) && pid >= HANDLE_BASE;
 }
 
 /** The worker process that holds the instance of a handle. */
-export function handleOwnerPid(handle: number): number {
+function handleOwnerPid(handle: number): number {
   return Math.floor((handle - HANDLE_BASE) / HANDLE_SPAN);
 }
 
@@ -128,20 +114,16 @@ export function simulatedQemuOf(handle: number): SimulatedQemu | undefined {
   return live.get(handle)?.vm;
 }
 
-/** isProcessAlive for a handle. */
-export function simulatedAlive(handle: number, expectArg?: string): boolean {
+function simulatedAlive(handle: number, expectArg?: string): boolean {
   const inst = live.get(handle);
   if (inst) return !inst.vm.dead && (expectArg === undefined || inst.argv.some((a) => a.includes(expectArg)));
   const owner = handleOwnerPid(handle);
   // Not ours: it can only be alive while the process holding it is.
-  return owner !== process.pid && isProcessAlive(owner);
+  return owner !== process.pid && processAlive(owner);
 }
 
-/** killQemu for a handle: graceful stop with a grace period, crash without. */
-export async function killSimulated(
-  handle: number,
-  opts: { graceMs: number; expectArg?: string },
-): Promise<KillOutcome> {
+/** Graceful stop with a grace period, crash without. */
+async function killSimulated(handle: number, opts: KillOptions): Promise<KillOutcome> {
   if (!simulatedAlive(handle, opts.expectArg)) return 'not-running';
   const inst = live.get(handle);
   if (!inst) {
@@ -176,7 +158,7 @@ function heldFdsOf(pid: number) {
 }
 
 /** fd-handover's access to the fds of in-process simulated QEMUs (handles). */
-export const simulatedFdAccess: FdAccess = {
+const simulatedFdAccess: FdAccess = {
   // The instances are this worker's own: nothing stops it from taking their fds.
   ability: () => ({ possible: true }),
   tapFdsOf(pid) {
@@ -231,15 +213,12 @@ function appendLog(file: string, text: string): void {
 }
 
 /**
- * launchQemu for a simulator binary: the same checks and files as a real launch (launchQemu did them),
- * the same errors (QemuLaunchError with the log's tail), the instance registered under a new handle.
+ * Launches a simulator binary: the same checks and files as a real launch (prepareLaunch), the same errors
+ * (QemuLaunchError with the log's tail), the instance registered under a new handle.
  */
-export async function launchSimulated(
-  o: LaunchQemuOptions,
-  spec: SimulatorSpec,
-  qmpSocket: string,
-  logFile: string,
-): Promise<{ pid: number; qmpSocket: string; logFile: string }> {
+async function launchSimulated(o: LaunchQemuOptions): Promise<LaunchedQemu> {
+  const spec = specOf(o.binary);
+  const { qmpSocket, logFile } = await prepareLaunch(o);
   const { sim, args } = simulator();
   const argv = [...simulatorArgs(spec), ...o.args];
   appendLog(
@@ -281,7 +260,8 @@ export async function launchSimulated(
 }
 
 /** A simulated QEMU for binary-probe's `-machine none` probe: no ledger, stopped by `kill`. */
-export function startSimulatedProbe(spec: SimulatorSpec, qemuArgs: string[]): { exited: Promise<never>; kill(): void } {
+function startSimulatedProbe(binary: BinaryEntry, qemuArgs: string[]): ProbeProcess {
+  const spec = specOf(binary);
   const { sim } = simulator();
   let stderr = '';
   let vm: SimulatedQemu | undefined;
@@ -303,6 +283,25 @@ export function startSimulatedProbe(spec: SimulatorSpec, qemuArgs: string[]): { 
 }
 
 /** What `<simulator> <args>` prints on stdout for `-machine <type>,help`. */
-export function simulatorHelp(spec: SimulatorSpec, qemuArgs: string[]): string {
-  return simulator().args.parseArgs([...simulatorArgs(spec, { ledger: false }), ...qemuArgs]).help ?? '';
+function simulatorHelp(binary: BinaryEntry, qemuArgs: string[]): string {
+  return simulator().args.parseArgs([...simulatorArgs(specOf(binary), { ledger: false }), ...qemuArgs]).help ?? '';
 }
+
+function specOf(binary: BinaryEntry): SimulatorSpec {
+  if (!binary.simulator) throw new Error(`${binary.path} is not a simulator binary`);
+  return binary.simulator;
+}
+
+/** QEMUs simulated inside this process: a host config's `simulator` binaries. */
+export const simulatorLauncher: QemuLauncher = {
+  kind: 'simulator',
+  launch: launchSimulated,
+  isAlive: simulatedAlive,
+  kill: killSimulated,
+  started: isHandle,
+  fdAccess: simulatedFdAccess,
+  startProbe: startSimulatedProbe,
+  help: async (binary, args) => simulatorHelp(binary, args),
+  // Nothing on disk identifies it: probed in-process, cached in memory only.
+  buildStamp: async () => undefined,
+};

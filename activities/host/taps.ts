@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { IP_BINARY } from './qemu-launcher';
+import { IP_BINARY } from './process-launcher';
 
 const run = promisify(execFile);
 

@@ -1,15 +1,12 @@
 // `fleet-upgrade vm launch`: start a VM from a spec on this host, under an allow-listed binary, and record it.
-import { execFile } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { probeBinary } from '../capabilities/binary-probe';
 import { QmpClient } from '../qmp/client';
 import { loadHostConfig, ramDir, resolveBinary, type HostConfig, type ResolvedBinary } from './config';
 import { ensurePrivateDir } from './fs-util';
 import { memFile, recordFile, runtimeSubdir, socketPath } from './paths';
-import { isProcessAlive, killQemu, launchQemu } from './qemu-launcher';
-import { simulatorHelp } from './sim-launcher';
+import { isProcessAlive, killQemu, launchQemu, launcherFor } from './qemu-launcher';
 import { ConfigError } from './validate';
 import { readVmRecord, writeVmRecord, type VmRecord } from './vm-record';
 import { buildQemuArgs, parseVmSpecYaml, type VmSpec } from './vm-spec';
@@ -31,12 +28,7 @@ export interface LaunchVmOptions {
 /** Asks the binary whether its machine type has a property (`qemu -machine <type>,help`). */
 export async function machineHasProperty(bin: ResolvedBinary, machine: string, property: string): Promise<boolean> {
   const args = [...bin.dataDirs.flatMap((d) => ['-L', d]), '-machine', `${machine},help`];
-  const { stdout } = bin.simulator
-    ? { stdout: simulatorHelp(bin.simulator, args) }
-    : await promisify(execFile)(bin.path, args, {
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...bin.env },
-        timeout: 10_000,
-      });
+  const stdout = await launcherFor(bin).help(bin, args);
   return stdout.split('\n').some((l) => l.trim().startsWith(`${property}=`));
 }
 
@@ -90,7 +82,7 @@ export async function launchVm({ config, spec, auxRamShare = 'auto' }: LaunchVmO
       ...(facts.tapPermitOption ? { tapPermitOption: facts.tapPermitOption } : {}),
     });
     const launched = await launchQemu({
-      binary: bin.path,
+      binary: bin,
       args,
       runtimeDir: rt,
       vmId: spec.id,

@@ -1,9 +1,18 @@
 // The launcher against stand-in executables (a tiny QMP-socket listener, a crashing one, a hanging one):
-// detachment, readiness, early exit with the log tail, timeout, SIGTERM → SIGKILL escalation.
+// detachment, readiness, early exit with the log tail, timeout, SIGTERM → SIGKILL escalation; a `path`
+// binary's config entry picks the process launcher, whose environment is the entry's.
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { socketPath } from '../../activities/host/paths';
-import { isProcessAlive, killQemu, launchQemu, QemuLaunchError } from '../../activities/host/qemu-launcher';
+import {
+  isProcessAlive,
+  killQemu,
+  launcherFor,
+  launcherOfProcess,
+  launchQemu,
+  processLauncher,
+  QemuLaunchError,
+} from '../../activities/host/qemu-launcher';
 import { useTmpDir } from '../helpers/tmp';
 
 const tmp = useTmpDir('qfl');
@@ -116,6 +125,17 @@ describe('launchQemu / killQemu', () => {
     await expect(launchQemu(opts('/nonexistent/qemu', rt))).rejects.toThrow(
       /QEMU binary \/nonexistent\/qemu is missing or not executable/,
     );
+  });
+
+  it('launches a path binary given as its config entry with the process launcher, in its environment', async () => {
+    const rt = path.join(tmp(), 'rt-entry');
+    const binary = { path: fakeQemu(), dataDirs: [], env: { FLEET_TEST: '1' } };
+    expect(launcherFor(binary)).toBe(processLauncher);
+    const q = await launchQemu({ ...opts('', rt), binary });
+    expect(launcherOfProcess(q.pid)).toBe(processLauncher);
+    const env = readFileSync(`/proc/${q.pid}/environ`, 'utf8').split('\0').filter(Boolean);
+    expect(env).toContain('FLEET_TEST=1');
+    expect(await killQemu(q.pid, { graceMs: 2000, expectArg: q.qmpSocket })).toBe('terminated');
   });
 
   it('reports a dead or bogus pid as not alive', () => {

@@ -1,20 +1,24 @@
-// In-process simulator binaries: the host config's `simulator` form, the synthetic binary path, pid-like
-// handles that isProcessAlive / killQemu understand, launch errors as QEMU's, the in-process binary probe,
-// `vm launch` refusing them and the host worker's launchAtStart.
+// In-process simulator binaries: the host config's `simulator` form, the launcher chosen by the config entry
+// (never by the path it is shown as), pid-like handles that isProcessAlive / killQemu understand (in the
+// format records have always kept), launch errors as QEMU's, the in-process binary probe, `vm launch`
+// refusing them and the host worker's launchAtStart.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { probeBinary } from '../../activities/capabilities/binary-probe';
 import { parseHostConfig, resolveBinary, type HostConfig } from '../../activities/host/config';
-import { isProcessAlive, killQemu, launchQemu, QemuLaunchError } from '../../activities/host/qemu-launcher';
 import { socketPath } from '../../activities/host/paths';
 import {
-  handleOwnerPid,
-  isSimulatedHandle,
-  simulatedInstances,
-  simulatorOfPath,
-  simulatorPath,
-  stopSimulatedQemus,
-} from '../../activities/host/sim-launcher';
+  isProcessAlive,
+  killQemu,
+  launcherFor,
+  launcherOfProcess,
+  launchQemu,
+  processLauncher,
+  QemuLaunchError,
+  simulatorLauncher,
+} from '../../activities/host/qemu-launcher';
+import { simulatedInstances, stopSimulatedQemus } from '../../activities/host/sim-launcher';
+import { simulatorPath } from '../../activities/host/simulator-spec';
 import { ConfigError } from '../../activities/host/validate';
 import { launchAtStart, launchVm, machineHasProperty, runVmLaunch } from '../../activities/host/vm-launch';
 import { listVmRecords } from '../../activities/host/vm-record';
@@ -66,7 +70,7 @@ function configError(fn: () => unknown): string {
 describe('host config: simulator binaries', () => {
   const base = { hostId: 'h', runtimeDir: '/r' };
 
-  it('resolves a simulator entry to a synthetic path that round-trips', () => {
+  it('resolves a simulator entry to the path it is shown as; its launcher is chosen by the entry', () => {
     const c = parseHostConfig({
       ...base,
       binaries: { s: sim('10.0.50', { stateDir: '/tmp/led/', ramRateMbps: 8000 }), real: { path: '/usr/bin/q' } },
@@ -74,13 +78,12 @@ describe('host config: simulator binaries', () => {
     const b = resolveBinary(c, 's');
     expect(b.simulator).toEqual({ dialect: 'local', version: '10.0.50', stateDir: '/tmp/led/', ramRateMbps: 8000 });
     expect(b.path).toBe('/in-process-qemu-simulator/local/10.0.50/ram-rate-8000/state/tmp/led/');
-    expect(simulatorOfPath(b.path)).toEqual(b.simulator);
-    expect(simulatorOfPath(simulatorPath({ dialect: 'none', version: '7.2.0' }))).toEqual({
-      dialect: 'none',
-      version: '7.2.0',
-    });
+    expect(simulatorPath({ dialect: 'none', version: '7.2.0' })).toBe('/in-process-qemu-simulator/none/7.2.0');
+    expect(launcherFor(b)).toBe(simulatorLauncher);
     expect(resolveBinary(c, 'real')).toEqual({ label: 'real', path: '/usr/bin/q', dataDirs: [], env: {} });
-    expect(simulatorOfPath('/usr/bin/q')).toBeUndefined();
+    expect(launcherFor(resolveBinary(c, 'real'))).toBe(processLauncher);
+    // The path is only shown: nothing reads it back.
+    expect(launcherFor(b.path)).toBe(processLauncher);
   });
 
   it.each([
@@ -112,9 +115,10 @@ describe('in-process launch, liveness and kill', () => {
   it('launches a VM whose record names a handle; alive by registry and command line; stopped gracefully', async () => {
     const config = hostConfig('h1');
     const rec = await launchVm({ config, spec: parseVmSpec(specOf('v1')) });
-    expect(isSimulatedHandle(rec.pid)).toBe(true);
+    expect(launcherOfProcess(rec.pid)).toBe(simulatorLauncher);
     expect(rec.pid).toBeGreaterThan(2 ** 31);
-    expect(handleOwnerPid(rec.pid)).toBe(process.pid);
+    // The handle format VM records have always kept: 1e15 + worker pid * 1e6 + sequence.
+    expect(Math.floor((rec.pid - 1e15) / 1e6)).toBe(process.pid);
     expect(rec.binary).toEqual({
       label: 'old',
       path: '/in-process-qemu-simulator/local/10.0.50/state' + path.join(tmp.path, 'h1', 'ledger'),
@@ -161,7 +165,7 @@ describe('in-process launch, liveness and kill', () => {
     const rt = config.runtimeDir;
     const qmpSocket = socketPath(rt, 'bad', 1, 'qmp');
     const err = await launchQemu({
-      binary: resolveBinary(config, 'old').path,
+      binary: resolveBinary(config, 'old'),
       args: [
         '-machine',
         'pc-i440fx-7.2',
