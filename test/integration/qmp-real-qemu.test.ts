@@ -9,7 +9,7 @@ import { killQemu, launchQemu as hostLaunchQemu, QemuLaunchError } from '../../a
 import type { QmpClient } from '../../activities/qmp/client';
 import type { QmpEvent } from '../../activities/qmp/messages';
 import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
-import { COUNTER_ADDRESS, parseCounter, writeCounterGuest } from '../helpers/counter-guest';
+import { COUNTER_ADDRESS, parseCounter, writeCounterGuest } from '../../infra/counter-guest';
 import { counterGuestArgs, killAllVms, launchQemu, sleep } from '../helpers/real-vm';
 import { useTmpDir } from '../helpers/tmp';
 
