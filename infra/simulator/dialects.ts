@@ -1,4 +1,4 @@
-// The backend-transfer interface as it moved on qemu-devel (see /work/shared/DESIGN.md, "dialects").
+// The backend-transfer interface as it moved on qemu-devel (see docs/DESIGN.md, "Backend-transfer dialects").
 // One entry per stage. Everything the simulator does differently per dialect is read from this table:
 // the schema patch (schema.ts), the accepted command-line options (args.ts), which backends migrate
 // (migration.ts). The next API change is one more entry here.
