@@ -146,172 +146,218 @@ const isProcessLost = (err: unknown) => failureOf(err).types.has(failureTypes.pr
 /** Whether the host worker kept every process because an operator must decide. */
 const needsOperator = (err: unknown) => failureOf(err).types.has(failureTypes.needsOperator);
 
+/** The workflow: the saga's steps in order. Each step below returns a result when the upgrade ends there. */
 export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult> {
-  const { hostId, vmId } = input;
-  const policy = withDefaults(input.policy);
-  const policyProblems = problemsOf(policy);
-  // Every step heartbeats: a host worker lost mid-step is noticed in 15 s and the step retried elsewhere.
-  const host = hostActivities(hostId, 120_000, 15_000);
-  const progress: UpgradeVmProgress = { phase: 'inspect', transferredBackends: [] };
-  const result: UpgradeVmResult = { outcome: 'failed', hostId, vmId, transferredBackends: [], phases: [] };
-  setHandler(upgradeVmProgressQuery, () => progress);
-  setHandler(migrationProgressSignal, (p) => {
-    progress.migration = p;
-  });
+  const saga = new VmSaga(input);
+  // 1–2. Inspect the source and probe the target binary (both only read, so they run together).
+  const facts = await saga.inspectAndProbe();
+  if ('outcome' in facts) return facts;
+  // 3. Decide how the VM moves.
+  const decided = saga.decide(facts.source, facts.target);
+  if (decided) return decided;
+  // 4–6. Start the destination, migrate, switch over; undone by the rollback before the switchover.
+  const stopped = await saga.startAndMigrate(facts.source, facts.target);
+  if (stopped) return stopped;
+  // 7–8. Verify, then finalize; a destination that ran but does not verify is migrated back. The destination
+  // may have run by now: a cancellation no longer stops the upgrade, it finishes.
+  if (patched(patches.finishAfterSwitchover)) {
+    return await CancellationScope.nonCancellable(() => saga.verifyAndFinalize(facts.source, facts.target));
+  }
+  return await saga.verifyAndFinalize(facts.source, facts.target);
+}
 
-  const atMilestones = patched(patches.phaseAtMilestones);
-  const showPhase = (phase: Phase) => {
-    if (!atMilestones || milestonePhases.has(phase)) upsertSearchAttributes({ [phaseKey.name]: [phase] });
-  };
-  let phaseStarted = Date.now();
-  const enter = (phase: Phase) => {
+/** One VM's saga: its state (result, progress, phase timing) and its steps, each an activity or two. */
+class VmSaga {
+  private readonly vmId: string;
+  private readonly policy: MigrationPolicy;
+  private readonly host: ReturnType<typeof hostActivities>;
+  private readonly progress: UpgradeVmProgress = { phase: 'inspect', transferredBackends: [] };
+  private readonly result: UpgradeVmResult;
+  private readonly atMilestones: boolean;
+  private phaseStarted = Date.now();
+  private plan!: MigrationPlan;
+  private migrator!: ReturnType<typeof hostActivities>;
+  private step!: { vmId: string; source: ProcessRef; destination: ProcessRef };
+
+  constructor(private readonly input: UpgradeVmInput) {
+    const { hostId, vmId } = input;
+    this.vmId = vmId;
+    this.policy = withDefaults(input.policy);
+    // Every step heartbeats: a host worker lost mid-step is noticed in 15 s and the step retried elsewhere.
+    this.host = hostActivities(hostId, 120_000, 15_000);
+    this.result = { outcome: 'failed', hostId, vmId, transferredBackends: [], phases: [] };
+    setHandler(upgradeVmProgressQuery, () => this.progress);
+    setHandler(migrationProgressSignal, (p) => {
+      this.progress.migration = p;
+    });
+    this.atMilestones = patched(patches.phaseAtMilestones);
+  }
+
+  private enter(phase: Phase): void {
     const now = Date.now();
-    if (result.phases.length || phase !== 'inspect')
-      result.phases.push({ phase: progress.phase, ms: now - phaseStarted });
-    phaseStarted = now;
-    progress.phase = phase;
-    showPhase(phase);
-  };
-  const finish = (outcome: UpgradeOutcome, reason?: string): UpgradeVmResult => {
-    enter('done');
-    progress.outcome = outcome;
-    progress.reason = reason;
-    return { ...result, outcome, ...(reason ? { reason } : {}) };
-  };
+    if (this.result.phases.length || phase !== 'inspect')
+      this.result.phases.push({ phase: this.progress.phase, ms: now - this.phaseStarted });
+    this.phaseStarted = now;
+    this.progress.phase = phase;
+    if (!this.atMilestones || milestonePhases.has(phase)) upsertSearchAttributes({ [phaseKey.name]: [phase] });
+  }
 
-  // 1–2. Inspect the source and probe the target binary. Both only read, so they run together. A starter
-  // that set FleetPhase=inspect already (upgradeHost, `vm upgrade`) saves the upsert.
-  if (!atMilestones || workflowInfo().typedSearchAttributes.get(phaseKey) !== 'inspect') {
-    upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
+  private finish(outcome: UpgradeOutcome, reason?: string): UpgradeVmResult {
+    this.enter('done');
+    this.progress.outcome = outcome;
+    this.progress.reason = reason;
+    return { ...this.result, outcome, ...(reason ? { reason } : {}) };
   }
-  result.to = { label: input.target };
-  if (policyProblems.length && patched(patches.policyValidated)) {
-    return finish('refused', `invalid policy: ${policyProblems.join('; ')}`);
-  }
-  let source: SourceInspection;
-  let target: TargetFacts;
-  try {
-    if (patched(patches.inspectAndProbeTogether)) {
-      [source, target] = await Promise.all([host.inspectSource({ vmId }), host.probeTarget({ label: input.target })]);
-    } else {
-      source = await host.inspectSource({ vmId });
-      if (source.process.label === input.target) {
-        result.from = { label: source.process.label, version: source.qemuVersion };
-        return finish('already-on-target');
-      }
-      enter('probe');
-      target = await host.probeTarget({ label: input.target });
-    }
-  } catch (err) {
-    if (isRefusal(err)) return finish('refused', reasonOf(err));
-    // Nothing was touched; the source runs as before, unless the failure says it is gone.
-    if (patched(patches.failuresEndInAResult)) return finish('failed', reasonOf(err));
-    throw err;
-  }
-  result.from = { label: source.process.label, version: source.qemuVersion };
-  if (source.process.label === input.target) return finish('already-on-target');
-  result.to.version = target.qemuVersion;
 
-  // 3. Decide.
-  enter('decide');
-  const decision = decide(source, target, policy);
-  if (decision.kind === 'refused') return finish('refused', decision.reason);
-  let plan = decision.plan;
-  const note = (p: MigrationPlan) => {
+  private note(p: MigrationPlan): void {
+    const { result, progress } = this;
     result.strategy = progress.strategy = p.strategy;
     result.transferredBackends = progress.transferredBackends = p.transferBackends;
     if (p.backends) result.backends = progress.backends = p.backends;
     if (p.ram) result.ram = progress.ram = p.ram;
-  };
-  note(plan);
-
-  const migrator = hostActivities(hostId, (completionTimeoutSec(policy, source.ramMiB) + 60) * 1000, 15_000);
-  const destination: ProcessRef = { generation: source.process.generation + 1, label: input.target };
-  const step = { vmId, source: source.process, destination };
-
-  try {
-    // 4. Start the destination; then narrow the list to what the destination itself can take.
-    enter('start-destination');
-    let started = await host.startDestination({ ...step, plan });
-    const agreed =
-      started.transferable === null ? plan.transferBackends : agreedTransferList(plan, started.transferable);
-    if (agreed.join('\n') !== plan.transferBackends.join('\n')) {
-      await host.rollback(step);
-      const again = decide({ ...source, transferable: agreed }, target, policy);
-      if (again.kind === 'refused') return finish('refused', again.reason);
-      plan = again.plan;
-      note(plan);
-      started = await host.startDestination({ ...step, plan });
-    }
-
-    // 5–6. Migrate, then switch over inside the same activity.
-    enter('migrate');
-    result.migration = await migrator.migrate({
-      ...step,
-      plan,
-      policy,
-      ramMiB: source.ramMiB,
-      progressWorkflowId: workflowInfo().workflowId,
-    });
-    progress.migration = {
-      status: 'completed',
-      transferredBytes: result.migration.transferredBytes,
-      remainingBytes: 0,
-      totalBytes: progress.migration?.totalBytes ?? result.migration.transferredBytes,
-    };
-  } catch (err) {
-    if (!failureOf(err).destinationRan) {
-      return await rollBack(err);
-    }
   }
 
-  // 7. Verify, then finalize; a destination that ran but does not verify is migrated back. The destination
-  // may have run by now: a cancellation no longer stops the upgrade, it finishes.
-  if (patched(patches.finishAfterSwitchover)) return await CancellationScope.nonCancellable(verifyAndFinalize);
-  return await verifyAndFinalize();
-
-  async function verifyAndFinalize(): Promise<UpgradeVmResult> {
+  /** Steps 1–2. A starter that set FleetPhase=inspect already (upgradeHost, `vm upgrade`) saves the upsert. */
+  async inspectAndProbe(): Promise<{ source: SourceInspection; target: TargetFacts } | UpgradeVmResult> {
+    const { host, vmId, input, result } = this;
+    if (!this.atMilestones || workflowInfo().typedSearchAttributes.get(phaseKey) !== 'inspect') {
+      upsertSearchAttributes({ [phaseKey.name]: ['inspect'] });
+    }
+    result.to = { label: input.target };
+    const policyProblems = problemsOf(this.policy);
+    if (policyProblems.length && patched(patches.policyValidated)) {
+      return this.finish('refused', `invalid policy: ${policyProblems.join('; ')}`);
+    }
+    let source: SourceInspection;
+    let target: TargetFacts;
     try {
-      enter('verify');
-      await host.verify({ vmId, destination, expectVersion: target.qemuVersion });
+      if (patched(patches.inspectAndProbeTogether)) {
+        [source, target] = await Promise.all([host.inspectSource({ vmId }), host.probeTarget({ label: input.target })]);
+      } else {
+        source = await host.inspectSource({ vmId });
+        if (source.process.label === input.target) {
+          result.from = { label: source.process.label, version: source.qemuVersion };
+          return this.finish('already-on-target');
+        }
+        this.enter('probe');
+        target = await host.probeTarget({ label: input.target });
+      }
+    } catch (err) {
+      if (isRefusal(err)) return this.finish('refused', reasonOf(err));
+      // Nothing was touched; the source runs as before, unless the failure says it is gone.
+      if (patched(patches.failuresEndInAResult)) return this.finish('failed', reasonOf(err));
+      throw err;
+    }
+    result.from = { label: source.process.label, version: source.qemuVersion };
+    if (source.process.label === input.target) return this.finish('already-on-target');
+    result.to.version = target.qemuVersion;
+    return { source, target };
+  }
+
+  /** Step 3: the plan, from what both builds can do and the policy; a refusal ends the saga untouched. */
+  decide(source: SourceInspection, target: TargetFacts): UpgradeVmResult | undefined {
+    this.enter('decide');
+    const decision = decide(source, target, this.policy);
+    if (decision.kind === 'refused') return this.finish('refused', decision.reason);
+    this.plan = decision.plan;
+    this.note(this.plan);
+    this.migrator = hostActivities(
+      this.input.hostId,
+      (completionTimeoutSec(this.policy, source.ramMiB) + 60) * 1000,
+      15_000,
+    );
+    const destination: ProcessRef = { generation: source.process.generation + 1, label: this.input.target };
+    this.step = { vmId: this.vmId, source: source.process, destination };
+    return undefined;
+  }
+
+  /**
+   * Steps 4–6: start the destination, narrow the plan to what the destination itself can take, migrate and
+   * switch over inside one activity. A failure before the destination may have run is rolled back.
+   */
+  async startAndMigrate(source: SourceInspection, target: TargetFacts): Promise<UpgradeVmResult | undefined> {
+    const { host, step, result, progress } = this;
+    try {
+      this.enter('start-destination');
+      let started = await host.startDestination({ ...step, plan: this.plan });
+      const agreed =
+        started.transferable === null
+          ? this.plan.transferBackends
+          : agreedTransferList(this.plan, started.transferable);
+      if (agreed.join('\n') !== this.plan.transferBackends.join('\n')) {
+        await host.rollback(step);
+        const again = decide({ ...source, transferable: agreed }, target, this.policy);
+        if (again.kind === 'refused') return this.finish('refused', again.reason);
+        this.plan = again.plan;
+        this.note(this.plan);
+        started = await host.startDestination({ ...step, plan: this.plan });
+      }
+      this.enter('migrate');
+      result.migration = await this.migrator.migrate({
+        ...step,
+        plan: this.plan,
+        policy: this.policy,
+        ramMiB: source.ramMiB,
+        progressWorkflowId: workflowInfo().workflowId,
+      });
+      progress.migration = {
+        status: 'completed',
+        transferredBytes: result.migration.transferredBytes,
+        remainingBytes: 0,
+        totalBytes: progress.migration?.totalBytes ?? result.migration.transferredBytes,
+      };
+    } catch (err) {
+      if (!failureOf(err).destinationRan) return await this.rollBack(err);
+    }
+    return undefined;
+  }
+
+  /** Steps 7–8. */
+  async verifyAndFinalize(source: SourceInspection, target: TargetFacts): Promise<UpgradeVmResult> {
+    const { host, vmId, step } = this;
+    try {
+      this.enter('verify');
+      await host.verify({ vmId, destination: step.destination, expectVersion: target.qemuVersion });
     } catch (err) {
       if (patched(patches.verifyFailureByCause)) {
-        if (isProcessLost(err)) return await rollBack(err);
-        return await migrateBack(err, true);
+        if (isProcessLost(err)) return await this.rollBack(err);
+        return await this.migrateBack(source, err, true);
       }
-      return await migrateBack(err);
+      return await this.migrateBack(source, err);
     }
-    enter('finalize');
+    this.enter('finalize');
     try {
       await host.finalize(step);
     } catch (err) {
       if (!patched(patches.failuresEndInAResult)) throw err;
       // The destination ran and is gone before it became the VM's process: the rollback decides.
-      if (isProcessLost(err)) return await rollBack(err);
-      return finish('failed', reasonOf(err));
+      if (isProcessLost(err)) return await this.rollBack(err);
+      return this.finish('failed', reasonOf(err));
     }
-    return finish('upgraded');
+    return this.finish('upgraded');
   }
 
-  async function rollBack(err: unknown): Promise<UpgradeVmResult> {
+  /** The compensation of steps 4–8, as the recovery table decides on the host (workflows/decisions/recovery.ts). */
+  private async rollBack(err: unknown): Promise<UpgradeVmResult> {
     const cancelled = isCancellation(err);
-    enter('rollback');
+    this.enter('rollback');
+    let rollback: RollbackOutcome;
     try {
-      result.rollback = await CancellationScope.nonCancellable(() => host.rollback(step));
+      rollback = this.result.rollback = await CancellationScope.nonCancellable(() => this.host.rollback(this.step));
     } catch (rollbackErr) {
-      if (needsOperator(rollbackErr)) return finish('needs-operator', `${reasonOf(err)}; ${reasonOf(rollbackErr)}`);
-      return finish('failed', `${reasonOf(err)}; rollback failed: ${reasonOf(rollbackErr)}`);
+      if (needsOperator(rollbackErr)) {
+        return this.finish('needs-operator', `${reasonOf(err)}; ${reasonOf(rollbackErr)}`);
+      }
+      return this.finish('failed', `${reasonOf(err)}; rollback failed: ${reasonOf(rollbackErr)}`);
     }
-    const runningIn = result.rollback.runningIn;
-    if (runningIn !== null && runningIn.generation === destination.generation) {
+    const runningIn = rollback.runningIn;
+    if (runningIn !== null && runningIn.generation === this.step.destination.generation) {
       // The destination had run, or held the newest state: the upgrade finished instead, even when cancelled.
-      return finish('upgraded', `${reasonOf(err)}; ${result.rollback.actions.join('; ')}`);
+      return this.finish('upgraded', `${reasonOf(err)}; ${rollback.actions.join('; ')}`);
     }
     if (cancelled) throw err;
-    if (runningIn === null) {
-      return finish('failed', `${reasonOf(err)}; ${result.rollback.actions.join('; ')}`);
-    }
-    return finish('rolled-back', reasonOf(err));
+    if (runningIn === null) return this.finish('failed', `${reasonOf(err)}; ${rollback.actions.join('; ')}`);
+    return this.finish('rolled-back', reasonOf(err));
   }
 
   /**
@@ -319,17 +365,18 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
    * state is stale by then, so with `commitFirst` the destination first becomes the VM's process (the record
    * names it, the old source quits): a migration back starts from the process the record names.
    */
-  async function migrateBack(err: unknown, commitFirst = false): Promise<UpgradeVmResult> {
-    enter('migrate-back');
-    const back: ProcessRef = { generation: destination.generation + 1, label: source.process.label };
-    const reverse = { vmId, source: destination, destination: back };
+  private async migrateBack(source: SourceInspection, err: unknown, commitFirst = false): Promise<UpgradeVmResult> {
+    const { host, vmId, step, plan, policy } = this;
+    this.enter('migrate-back');
+    const back: ProcessRef = { generation: step.destination.generation + 1, label: source.process.label };
+    const reverse = { vmId, source: step.destination, destination: back };
     let undone: RollbackOutcome | undefined;
     try {
       await CancellationScope.nonCancellable(async () => {
         if (commitFirst) await host.finalize(step);
         try {
           await host.startDestination({ ...reverse, plan });
-          await migrator.migrate({ ...reverse, plan, policy, ramMiB: source.ramMiB });
+          await this.migrator.migrate({ ...reverse, plan, policy, ramMiB: source.ramMiB });
         } catch (backErr) {
           // Undo the way back as any failed step is undone: its destination goes if it never ran, and the
           // process the VM came from is resumed, or kept for an operator.
@@ -343,10 +390,10 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
         await host.finalize(reverse);
       });
     } catch (backErr) {
-      if (needsOperator(backErr)) return finish('needs-operator', `${reasonOf(err)}; ${reasonOf(backErr)}`);
+      if (needsOperator(backErr)) return this.finish('needs-operator', `${reasonOf(err)}; ${reasonOf(backErr)}`);
       const after = undone ? `; ${undone.actions.join('; ')}` : '';
-      return finish('failed', `${reasonOf(err)}; migrating back failed: ${reasonOf(backErr)}${after}`);
+      return this.finish('failed', `${reasonOf(err)}; migrating back failed: ${reasonOf(backErr)}${after}`);
     }
-    return finish('rolled-back', `${reasonOf(err)}; migrated back to ${source.process.label}`);
+    return this.finish('rolled-back', `${reasonOf(err)}; migrated back to ${source.process.label}`);
   }
 }
