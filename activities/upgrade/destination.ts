@@ -100,7 +100,7 @@ export async function startDestination(config: HostConfig, input: StartInput): P
     });
     const headers = holdTapHeaderSizes(taken.fds);
     const launched = await launchQemu({
-      binary: binary.path,
+      binary,
       args,
       runtimeDir: config.runtimeDir,
       vmId,

@@ -8,7 +8,6 @@ import type { BuildFeatures, GuestMemory } from '../capabilities/features';
 import { probeVm } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
 import { handoverAbility, tapFdsOf } from '../host/fd-handover';
-import { isSimulatedHandle } from '../host/sim-launcher';
 import type { VmSpec } from '../host/vm-spec';
 import type { SourceInspection } from './api';
 import { allowedBinary, requireLiveProcess, requireRecord, withQmp } from './processes';
@@ -79,9 +78,8 @@ export function backendFacts(
   memory: GuestMemory,
   ignoreShared: boolean,
 ): Pick<SourceFacts, 'backends' | 'ram' | 'handover'> {
-  const simulated = isSimulatedHandle(pid);
-  // An in-process simulated QEMU's fds are the simulator's: fd-handover reaches them through its API.
-  const handover: HandoverAbility = simulated ? handoverAbility(pid) : handoverAbility();
+  // The fds of the source's kind of QEMU: an in-process simulated one's are the simulator's, always ours to take.
+  const handover: HandoverAbility = handoverAbility(pid);
   const held = handover.possible ? tapFdsOf(pid) : new Map<string, number[]>();
   const backends = spec.netdevs.map((n): SourceBackend => {
     const device = spec.devices.find((d) => d.netdev === n.id)?.id;

@@ -24,7 +24,7 @@ import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeOutcome, UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { killQemusUnder } from '../helpers/cleanup';
-import { writeCounterGuest } from '../helpers/counter-guest';
+import { writeCounterGuest } from '../../infra/counter-guest';
 import type { Harness } from '../helpers/temporal-harness';
 import { BUILD_DIR, buildSimulator, LAUNCHER } from '../simulator/harness';
 
