@@ -10,7 +10,7 @@ import { isProcessAlive, launchQemu } from '../../activities/host/qemu-launcher'
 import { socketPath } from '../../activities/host/paths';
 import { buildQemuArgs } from '../../activities/host/vm-spec';
 import { readVmRecord, writeVmRecord } from '../../activities/host/vm-record';
-import { inspectSource } from '../../activities/upgrade/inspect';
+import { inspectSource } from '../../activities/upgrade/inspect-source';
 import { resolveVm } from '../../activities/upgrade/resolve';
 import { projectRoot, qemu72, requireQemu } from '../../infra/real-parts';
 import { killQemusUnder } from '../helpers/cleanup';

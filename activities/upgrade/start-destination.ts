@@ -14,7 +14,7 @@ import { killQemu, launchQemu, QemuLaunchError } from '../host/qemu-launcher';
 import type { Handover, VmSpec } from '../host/vm-spec';
 import { buildQemuArgs } from '../host/vm-spec';
 import type { DestinationStarted, HostActivities } from './api';
-import { probeTarget } from './inspect';
+import { probeTarget } from './probe-target';
 import { clearResumeMarker } from './resume-marker';
 import {
   allowedBinary,

@@ -1,16 +1,16 @@
-// Step 1 of the saga: inspect the source as QEMU reports it, and step 2: probe the target binary.
-import path from 'node:path';
+// Step 1 of the saga: inspect the source as QEMU reports it (only reads).
 import { ApplicationFailure } from '@temporalio/common';
-import type { HandoverAbility, SourceBackend, SourceFacts, TargetFacts } from '../../workflows/decisions/plan';
+import type { HandoverAbility, SourceBackend, SourceFacts } from '../../workflows/decisions/plan';
 import { failureTypes } from '../../workflows/failures';
-import { featuresOf, probeBinary } from '../capabilities/binary-probe';
+import { featuresOf } from '../capabilities/binary-probe';
 import type { BuildFeatures, GuestMemory } from '../capabilities/features';
 import { probeVm } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
 import { handoverAbility, tapFdsOf } from '../host/fd-handover';
 import type { VmSpec } from '../host/vm-spec';
 import type { SourceInspection } from './api';
-import { allowedBinary, requireLiveProcess, requireRecord, withQmp } from './processes';
+import { probeTarget } from './probe-target';
+import { requireLiveProcess, requireRecord, withQmp } from './processes';
 
 /** Where the dialect cannot tell over QMP (`local`), the taps the VM was launched with are its candidates. */
 export function transferableFromSpec(spec: VmSpec): string[] {
@@ -105,14 +105,4 @@ export function backendFacts(
 async function knownFeatures(config: HostConfig, label: string): Promise<BuildFeatures | undefined> {
   if (!Object.hasOwn(config.binaries, label)) return undefined;
   return featuresOf(await probeTarget(config, { label }));
-}
-
-export async function probeTarget(config: HostConfig, input: { label: string }): Promise<TargetFacts> {
-  const binary = allowedBinary(config, input.label);
-  try {
-    return await probeBinary(binary, path.join(config.runtimeDir, 'cache'), config.limits.launchTimeoutMs);
-  } catch (err) {
-    // The probe's own errors name a temporary socket; say which build could not be probed.
-    throw new Error(`probing QEMU ${input.label} (${binary.path}) failed: ${(err as Error).message}`);
-  }
 }
