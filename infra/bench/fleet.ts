@@ -14,9 +14,11 @@
 //
 // Setup choices (each an option): the dev server's SQLite file lives on tmpfs (/dev/shm) when there is
 // one, as its default in-memory mode would (on disk, fsyncs cost a third of the throughput here); host
-// workers alternate between Node's defaults and a tuned variant (tunedHostVariant: V8's young generation
-// capped, its old generation's growth bounded, fewer glibc heaps), so each run compares both under the
-// same load.
+// workers alternate between the launch a user gets (`fleet-upgrade host-worker`, which applies its memory
+// settings itself: V8's young generation capped, its old generation's growth bounded, fewer glibc heaps;
+// bin/fleet-upgrade.js) and Node's own defaults (FLEET_UPGRADE_NODE_TUNING=0), so each run compares both
+// under the same load. The CLI applies its settings by execve, so the pid spawned is the worker's: its
+// VmHWM is the worker's peak.
 //
 // Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250]
 // [--concurrency N] [--markdown]`; infra/bench/main.ts calls runFleetBench (and fleetBenchmarksMarkdown).
@@ -49,8 +51,8 @@ export interface FleetBenchOptions {
   /** The simulator's RAM transfer rate. Default 8000 Mbit/s. */
   ramRateMbps?: number;
   /**
-   * How host worker h runs: `hostVariants[h % length]`. Default: Node's defaults, and tunedHostVariant
-   * (so every run compares both under the same load).
+   * How host worker h runs: `hostVariants[h % length]`. Default: defaultHostVariant (what a user gets) and
+   * nodeDefaultsHostVariant (so every run compares both under the same load).
    */
   hostVariants?: HostVariant[];
   /** Node flags of every worker process, e.g. `--cpu-prof --cpu-prof-dir=DIR` (env FLEET_BENCH_NODE_ARGS). */
@@ -77,9 +79,18 @@ export function variantName(v: HostVariant): string {
 }
 
 /**
- * Host workers with many in-process VMs: young generation capped at 1 MiB semispaces (Node grows them to 16
- * under load), the old generation's growth bounded (an idle in-process VM holds about 16 KiB of heap, so 96
- * MiB serves thousands; raise it beyond), fewer glibc per-thread heaps for the core SDK's threads.
+ * `fleet-upgrade host-worker` as a user starts it, with nothing set: the CLI applies the same as
+ * tunedHostVariant itself (bin/fleet-upgrade.js).
+ */
+export const defaultHostVariant: HostVariant = { nodeArgs: [] };
+
+/** Node's own memory defaults: the CLI told not to apply its settings. */
+export const nodeDefaultsHostVariant: HostVariant = { nodeArgs: [], env: { FLEET_UPGRADE_NODE_TUNING: '0' } };
+
+/**
+ * What the CLI applies to a host worker, given explicitly: young generation capped at 1 MiB semispaces (Node
+ * grows them to 16 under load), the old generation's growth bounded (an idle in-process VM holds about 16 KiB
+ * of heap, so 96 MiB serves thousands; raise it beyond), fewer glibc per-thread heaps for the core SDK's threads.
  */
 export const tunedHostVariant: HostVariant = {
   nodeArgs: ['--max-semi-space-size=1', '--max-old-space-size=96'],
@@ -552,7 +563,7 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
     maxConcurrentMigrations: options.maxConcurrentMigrations ?? 8,
     memoryMiB: options.memoryMiB ?? 16,
     ramRateMbps: options.ramRateMbps ?? 8000,
-    hostVariants: options.hostVariants ?? [{ nodeArgs: [] }, tunedHostVariant],
+    hostVariants: options.hostVariants ?? [defaultHostVariant, nodeDefaultsHostVariant],
     nodeArgs: options.nodeArgs ?? envArgs ?? [],
     dbDir: options.dbDir ?? process.env.FLEET_BENCH_DB_DIR ?? (existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir()),
     devServerDynamicConfig: options.devServerDynamicConfig,
@@ -630,8 +641,9 @@ on tmpfs), the orchestrator worker and one host worker per host, each its own pr
 orchestrator-worker\`, \`fleet-upgrade host-worker --config …\`). The host workers' binaries are in-process QEMU
 simulators (\`local\` dialect, 10.0.50 → 10.1.50); each worker launches its VMs (one tap, ${big.memoryMiB} MiB) itself at start. A client
 runs \`upgradeVm\` for every VM, ${big.concurrency} at a time, hosts interleaved; afterwards every VM's record and monitor are
-checked from outside. Host workers alternate between Node's defaults and the tuned variant
-(\`${variantName(tunedHostVariant)}\`). Goals: ≥ ${fleetGoals.upgradesPerSec} upgrades/s, host worker peak RSS ≤ ${fleetGoals.hostWorkerPeakRssMiB} MiB.
+checked from outside. Host workers alternate between the launch a user gets (*defaults*: \`fleet-upgrade
+host-worker\` applies \`${variantName(tunedHostVariant)}\` itself) and Node's own defaults
+(\`${variantName(nodeDefaultsHostVariant)}\`). Goals: ≥ ${fleetGoals.upgradesPerSec} upgrades/s, host worker peak RSS ≤ ${fleetGoals.hostWorkerPeakRssMiB} MiB.
 
 | fleet (hosts × VMs) | upgrades/s | verified | history events/VM | ${variants.map((v) => `host worker peak RSS, MiB (${v})`).join(' | ')} | orchestrator peak RSS, MiB | CPU s/upgrade (all processes) | dev server share of CPU | one VM, p50 ms |
 |---|---|---|---|${variants.map(() => '---|').join('')}---|---|---|---|
