@@ -85,7 +85,7 @@ export function buildProgram(): Command {
       .option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics)', portNumber),
   ).action(async (opts: TemporalFlags & { config: string; metricsPort?: number }) => {
     const [{ startWorkerTelemetry }, { runHostWorker }] = await Promise.all([
-      import('../activities/fleet/telemetry'),
+      import('./telemetry'),
       import('./commands/run-worker'),
     ]);
     await startWorkerTelemetry(opts.metricsPort);
@@ -99,7 +99,7 @@ export function buildProgram(): Command {
       .option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics)', portNumber),
   ).action(async (opts: TemporalFlags & { metricsPort?: number }) => {
     const [{ startWorkerTelemetry }, { runOrchestratorWorker }] = await Promise.all([
-      import('../activities/fleet/telemetry'),
+      import('./telemetry'),
       import('./commands/run-worker'),
     ]);
     await startWorkerTelemetry(opts.metricsPort);

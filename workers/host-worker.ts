@@ -3,8 +3,9 @@ import { Worker } from '@temporalio/worker';
 import { createHostActivities } from '../activities/upgrade';
 import { hostTaskQueue, temporalApiKey, type HostConfig } from '../activities/host/config';
 import { connectWorker, settingsFromEnv, type TemporalSettings } from './temporal-connection';
-import { withPresence } from '../activities/fleet/presence';
-import { hostTelemetry } from '../activities/fleet/telemetry';
+import { withPresence } from './presence';
+import { hostWorkerIdentity } from '../workflows/names';
+import { hostTelemetry } from './telemetry';
 
 export function hostTemporalSettings(config: HostConfig, env: NodeJS.ProcessEnv = process.env): TemporalSettings {
   const apiKey = temporalApiKey(config, env);
@@ -27,9 +28,9 @@ export async function createHostWorker(config: HostConfig, settings = hostTempor
     // A routine restart (SIGTERM) takes no new task and lets running migrations finish, within this bound.
     shutdownGraceTime: config.limits.shutdownGraceMs,
     // The worker's identity shows in the Web UI and in `fleet-upgrade hosts`.
-    identity: `host-worker/${config.hostId}/${process.pid}`,
-    interceptors: { activity: [hostTelemetry(config.hostId)] }, // fleet: metrics and logs
+    identity: hostWorkerIdentity(config.hostId, process.pid),
+    interceptors: { activity: [hostTelemetry(config.hostId)] }, // each activity's metrics and log lines
   });
-  // fleet: also poll the shared queue `fleet-upgrade.hosts`, so `fleet-upgrade hosts` lists this worker.
-  return withPresence(worker, config, connection, settings.namespace, `host-worker/${config.hostId}/${process.pid}`);
+  // Also poll the shared queue `fleet-upgrade.hosts`, so `fleet-upgrade hosts` lists this worker.
+  return withPresence(worker, config, connection, settings.namespace, hostWorkerIdentity(config.hostId, process.pid));
 }

@@ -3,16 +3,18 @@ import path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { connectWorker, type TemporalSettings } from './temporal-connection';
 import { createFleetActivities } from '../activities/fleet/task-queues';
-import { fleetSinks } from '../activities/fleet/telemetry';
+import { fleetSinks } from './telemetry';
 
-export const orchestratorTaskQueue = 'fleet-upgrade';
+import { orchestratorTaskQueue } from '../workflows/names';
+
+export { orchestratorTaskQueue };
 
 /**
- * The workflow code: compiled JavaScript next to this file, or the TypeScript sources under tests. The entry
- * (workflow-bundle.ts) is workflows/ plus fleetInventory.
+ * The workflow code: workflows/index.ts, every workflow the orchestrator runs (compiled JavaScript in dist/,
+ * or the TypeScript sources under tests).
  */
 export function workflowsPath(): string {
-  return require.resolve(path.join(__dirname, 'workflow-bundle'));
+  return require.resolve(path.join(__dirname, '..', 'workflows'));
 }
 
 export async function createOrchestratorWorker(
@@ -26,7 +28,7 @@ export async function createOrchestratorWorker(
     taskQueue: orchestratorTaskQueue,
     ...(bundle ? { workflowBundle: bundle } : { workflowsPath: workflowsPath() }),
     identity: `orchestrator/${process.pid}`,
-    // fleet: rollout preflight asks Temporal who polls each host queue; workflow metrics leave by sink.
+    // The rollout's preflight asks Temporal who polls each host queue; workflow metrics leave by sink.
     activities: createFleetActivities(connection.workflowService, settings.namespace),
     sinks: fleetSinks(),
   });

@@ -17,6 +17,20 @@ export function hostOfTaskQueue(queue: string): string | undefined {
   return queue.startsWith(HOST_QUEUE_PREFIX) ? queue.slice(HOST_QUEUE_PREFIX.length) : undefined;
 }
 
+/** The queue every host worker also polls, so the fleet's host workers can be listed from its pollers. */
+export const hostsQueue = 'fleet-upgrade.hosts';
+
+/** A host worker's identity, as Temporal shows it (Web UI, task queue pollers). */
+export function hostWorkerIdentity(hostId: string, pid: number): string {
+  return `host-worker/${hostId}/${pid}`;
+}
+
+/** The host of a host worker's identity, or undefined for any other identity. */
+export function hostOfIdentity(identity: string): string | undefined {
+  const m = /^host-worker\/([a-z0-9][a-z0-9._-]{0,62})\/\d+$/.exec(identity);
+  return m?.[1];
+}
+
 /**
  * A worker counts as live when Temporal saw it poll within this long. Temporal keeps a poller listed for
  * about two minutes after its last poll; a worker that polls is seen at least every minute.

@@ -70,7 +70,7 @@ export {
   type VmFinished,
 } from './decisions/host-state';
 
-/** Metrics and logs leave the workflow through this sink (activities/fleet/telemetry.ts). */
+/** Metrics and logs leave the workflow through this sink (workers/telemetry.ts). */
 export interface FleetSinks extends Sinks {
   fleet: {
     vmFinished(f: VmFinished & { hostId: string; rolloutId: string }): void;

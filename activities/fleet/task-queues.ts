@@ -9,8 +9,7 @@ export interface Poller {
   ageMs: number | null;
 }
 
-/** A poller seen this recently counts as live: long polls last about a minute, then are renewed. */
-export const LIVE_POLLER_MS = 90_000;
+export { LIVE_POLLER_MS } from '../../workflows/names';
 
 /** The part of a workflow service both `Connection` and `NativeConnection` expose. */
 export interface TaskQueueService {

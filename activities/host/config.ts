@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { SIMULATOR_PATH_PREFIX, SimulatorSchema, simulatorPath, type SimulatorSpec } from './simulator-spec';
 import { absPath, ConfigError, parseYamlText, safeId, safeLabel, validate } from './validate';
 import { VmSpecSchema } from './vm-spec';
+import { hostTaskQueue as hostQueueOf } from '../../workflows/names';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
 
@@ -197,7 +198,7 @@ export function ramDir(config: Pick<HostConfig, 'hostId' | 'memoryDir'>): string
 
 /** The host worker's task queue. */
 export function hostTaskQueue(config: Pick<HostConfig, 'hostId'>): string {
-  return `qemu-host.${config.hostId}`;
+  return hostQueueOf(config.hostId);
 }
 
 /** The API key, from the config or the environment variable it names. */

@@ -2,10 +2,11 @@
 // qemu-system-* executable. Only the simulator launcher (sim-launcher.ts) runs it; this module holds what the
 // config needs to read one, so the config does not depend on the launcher.
 import { z } from 'zod';
+import { dialectNames } from '../capabilities/dialects';
 import { absPath } from './validate';
 
 export const SimulatorSchema = z.strictObject({
-  dialect: z.enum(['none', 'backend-transfer-bool', 'backend-transfer-list', 'local']),
+  dialect: z.enum(dialectNames),
   /** Reported by the greeting and query-version, e.g. 10.0.50. */
   version: z.string().regex(/^\d{1,3}\.\d{1,3}\.\d{1,3}$/, 'must be a QEMU version such as 10.0.50'),
   /** The simulator's ledger (backend owners, lifecycle events); none: ownership kept in memory only. */

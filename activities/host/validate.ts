@@ -4,16 +4,16 @@
 import path from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, visit } from 'yaml';
 import { z } from 'zod';
+import { SAFE_ID, SAFE_LABEL } from '../../workflows/names';
 
 /** Host ids and VM ids: used in file names, task queue names and QEMU `-name`. */
-export const SAFE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export { SAFE_ID, SAFE_LABEL };
 /** QEMU version labels of the allow-list (`7.2`, `10.0.2`, `sim-local`). */
-export const SAFE_LABEL = /^[a-z0-9][a-z0-9._-]{0,31}$/;
 /** QEMU object ids (drives, netdevs, devices): letter first, as QEMU requires. */
 export const QEMU_ID = /^[A-Za-z][A-Za-z0-9_-]{0,31}$/;
 
-export const safeId = z.string().regex(SAFE_ID, 'must match ^[a-z0-9][a-z0-9._-]{0,62}$');
-export const safeLabel = z.string().regex(SAFE_LABEL, 'must be a version label matching ^[a-z0-9][a-z0-9._-]{0,31}$');
+export const safeId = z.string().regex(SAFE_ID, `must match ${SAFE_ID.source}`);
+export const safeLabel = z.string().regex(SAFE_LABEL, `must be a version label matching ${SAFE_LABEL.source}`);
 export const qemuId = z.string().regex(QEMU_ID, 'must match ^[A-Za-z][A-Za-z0-9_-]{0,31}$');
 export const absPath = z
   .string()

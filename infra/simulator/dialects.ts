@@ -3,7 +3,8 @@
 // the schema patch (schema.ts), the accepted command-line options (args.ts), which backends migrate
 // (migration.ts). The next API change is one more entry here.
 
-export type DialectName = 'none' | 'backend-transfer-bool' | 'backend-transfer-list' | 'local';
+export type { DialectName } from '../../activities/capabilities/dialects';
+import type { DialectName } from '../../activities/capabilities/dialects';
 
 /** Kinds of host backends the simulator models; each has one owner at a time (ledger.ts). */
 export type BackendKind = 'tap' | 'vhost-user';

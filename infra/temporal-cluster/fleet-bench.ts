@@ -14,6 +14,7 @@ import { projectRoot } from '../real-parts';
 import { pool, startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../worker-processes';
 import { connectClient, settingsFromEnv, type TemporalSettings } from '../../workers/temporal-connection';
 import { upgradeVmSearchAttributes } from '../../workflows/search-attributes';
+import { workflowIds } from '../../workflows/names';
 
 export interface Options {
   hosts: number;
@@ -125,7 +126,7 @@ async function runOn(
       ({ hostId, vmId }) =>
         client.workflow.execute('upgradeVm', {
           taskQueue: 'fleet-upgrade',
-          workflowId: `upgrade-vm/${hostId}/${vmId}`,
+          workflowId: workflowIds.upgradeVm(hostId, vmId),
           args: [{ hostId, vmId, target: 'sim-new' }],
           typedSearchAttributes: upgradeVmSearchAttributes({ hostId, vmId, target: 'sim-new' }),
         }) as Promise<{ outcome: string }>,
@@ -142,7 +143,9 @@ async function runOn(
     const sample = vms.slice(0, Math.min(20, vms.length));
     let events = 0;
     for (const { hostId, vmId } of sample) {
-      events += historyFigures(await client.workflow.getHandle(`upgrade-vm/${hostId}/${vmId}`).fetchHistory()).events;
+      events += historyFigures(
+        await client.workflow.getHandle(workflowIds.upgradeVm(hostId, vmId)).fetchHistory(),
+      ).events;
     }
     return {
       service,

@@ -3,7 +3,7 @@
 // QMP, each host with its own ledger). Limits are measured from the simulator's own records.
 import { ScheduleNotFoundError } from '@temporalio/client';
 import { readVmRecord } from '../../activities/host/vm-record';
-import { registry, startMetricsServer } from '../../activities/fleet/telemetry';
+import { registry, startMetricsServer } from '../../workers/telemetry';
 import { describeHosts, listHosts } from '../../workers/commands/hosts';
 import { describeProgress, rolloutStatus } from '../../workers/commands/rollout';
 import { createSchedule, listSchedules } from '../../workers/commands/schedule';

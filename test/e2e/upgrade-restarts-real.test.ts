@@ -10,7 +10,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { stringify } from 'yaml';
 import { hostTaskQueue, parseHostConfig, type HostConfig } from '../../activities/host/config';
-import { hostsQueue } from '../../activities/fleet/presence';
+import { hostsQueue } from '../../workers/presence';
 import { activityPollers } from '../../activities/fleet/task-queues';
 import { socketPath } from '../../activities/host/paths';
 import { isProcessAlive } from '../../activities/host/qemu-launcher';

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { workflowsPath } from '../../workers/orchestrator-worker';
-import { fleetSinks } from '../../activities/fleet/telemetry';
+import { fleetSinks } from '../../workers/telemetry';
 
 jest.setTimeout(120_000);
 

@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { parse } from 'yaml';
-import { loadPlan, parsePlanYaml } from '../../activities/fleet/plan-file';
+import { loadPlan, parsePlanYaml } from '../../workers/commands/plan-file';
 import { ConfigError } from '../../activities/host/validate';
 import { projectRoot } from '../../infra/real-parts';
 import { calendarsOf, scheduleSpecOf } from '../../workers/commands/schedule';

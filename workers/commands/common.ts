@@ -1,17 +1,10 @@
 // What every command's registration and the client-only commands share, kept light: no Temporal SDK, no zod,
 // no koffi at load, so `fleet-upgrade --help` and `vm status` load only what they use (workers/cli.ts imports
-// each command's module when that command runs). The constants mirror their owners' (test/integration/
-// json-output.test.ts checks they agree): the orchestrator's task queue (workers/orchestrator-worker.ts,
-// which loads @temporalio/worker) and the id and label patterns (activities/host/validate.ts, which loads zod).
+// each command's module when that command runs). The shared names come from workflows/names.ts, which is
+// pure and loads nothing.
 import type { Command } from 'commander';
 
-/** The orchestrator worker's task queue: workers/orchestrator-worker.ts `orchestratorTaskQueue`. */
-export const orchestratorTaskQueue = 'fleet-upgrade';
-
-/** activities/host/validate.ts `SAFE_ID`: host and VM ids. */
-export const SAFE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-/** activities/host/validate.ts `SAFE_LABEL`: QEMU version labels. */
-export const SAFE_LABEL = /^[a-z0-9][a-z0-9._-]{0,31}$/;
+export { orchestratorTaskQueue, SAFE_ID, SAFE_LABEL } from '../../workflows/names';
 
 /** workers/commands/schedule.ts: the ids of the rollout schedules. */
 export const SCHEDULE_PREFIX = 'rollout-schedule.';

@@ -16,7 +16,7 @@ import { isProcessAlive, killQemu } from '../../activities/host/qemu-launcher';
 import { launchAtStart, launchVm } from '../../activities/host/vm-launch';
 import { listVmRecords } from '../../activities/host/vm-record';
 import { parseVmSpec } from '../../activities/host/vm-spec';
-import { logger } from '../../activities/fleet/telemetry';
+import { logger } from '../telemetry';
 import { QmpClient } from '../../activities/qmp/client';
 import { guestImage } from '../../infra/guest/linux-guest';
 import { writeCounterGuest } from '../../infra/counter-guest';
@@ -46,6 +46,7 @@ import { createHostWorker } from '../host-worker';
 import { createOrchestratorWorker } from '../orchestrator-worker';
 import { connectClient, settingsFromEnv, type TemporalSettings } from '../temporal-connection';
 import { startRollout } from './rollout';
+import { workflowIds } from '../../workflows/names';
 
 export interface DemoOptions {
   qemu?: 'real' | 'sim';
@@ -409,7 +410,7 @@ export async function runDemo(
     for (const config of configs) {
       for (const record of await listVmRecords(config.runtimeDir)) {
         const key = `${config.hostId}/${record.id}`;
-        const id = `upgrade-vm/${key}`;
+        const id = workflowIds.upgradeVm(config.hostId, record.id);
         const r = (await client.workflow
           .getHandle(id)
           .result()

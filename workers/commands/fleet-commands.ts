@@ -19,7 +19,7 @@ export function registerFleetCommands(program: Command): void {
       .option('--wait', 'follow it to the end; exit 1 unless every VM is upgraded')
       .option('--json', 'with --wait: end with one JSON object'),
   ).action(async (opts: TemporalFlags & { plan: string; wait?: boolean; json?: boolean }) => {
-    const [{ loadPlan }, m] = await Promise.all([import('../../activities/fleet/plan-file'), import('./rollout')]);
+    const [{ loadPlan }, m] = await Promise.all([import('./plan-file'), import('./rollout')]);
     const plan = await loadPlan(opts.plan); // exit 2 here, before any connection
     await m.withFleetClient(opts, async (client) => {
       const handle = await m.startRollout(client, plan);
@@ -146,11 +146,7 @@ function registerScheduleCommands(program: Command): void {
       .option('--id <name>', `schedule id (default ${SCHEDULE_PREFIX}<plan name>)`)
       .option('--paused', 'create it paused'),
   ).action(async (opts: TemporalFlags & { plan: string; id?: string; paused?: boolean }) => {
-    const [{ loadPlan }, m, r] = await Promise.all([
-      import('../../activities/fleet/plan-file'),
-      import('./schedule'),
-      import('./rollout'),
-    ]);
+    const [{ loadPlan }, m, r] = await Promise.all([import('./plan-file'), import('./schedule'), import('./rollout')]);
     const plan = await loadPlan(opts.plan);
     m.scheduleSpecOf(plan, opts.plan); // exit 2 before any connection
     const id = await r.withFleetClient(opts, (c) =>
@@ -206,8 +202,7 @@ function registerHostsCommand(program: Command): void {
       .option('--json', 'print one JSON array'),
   ).action(async (opts: TemporalFlags & { host?: string[]; timeout?: number; json?: boolean }) => {
     for (const h of opts.host ?? []) {
-      if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(h))
-        throw new BadInputError(`--host: ${JSON.stringify(h)} is not a host id`);
+      if (!SAFE_ID.test(h)) throw new BadInputError(`--host: ${JSON.stringify(h)} is not a host id`);
     }
     const [m, r] = await Promise.all([import('./hosts'), import('./rollout')]);
     const namespace = r.settingsOf(opts).namespace;

@@ -5,10 +5,11 @@
 // with a short deadline), so a worker that polls but does not answer shows as such.
 import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import { hostOfIdentity, hostsQueue } from '../../activities/fleet/presence';
+import { hostOfIdentity, hostsQueue } from '../presence';
 import { activityPollers, LIVE_POLLER_MS } from '../../activities/fleet/task-queues';
 import type { PreflightResult } from '../../workflows/rollout';
 import { orchestratorTaskQueue } from './common';
+import { hostTaskQueue } from '../../workflows/names';
 
 export interface HostRow {
   hostId: string;
@@ -37,12 +38,12 @@ export async function listHosts(
   const queues = await activityPollers(
     service,
     namespace,
-    hostIds.map((h) => `qemu-host.${h}`),
+    hostIds.map((h) => hostTaskQueue(h)),
   );
   const rows: HostRow[] = hostIds.map((hostId) => {
-    const pollers = queues[`qemu-host.${hostId}`] ?? [];
+    const pollers = queues[hostTaskQueue(hostId)] ?? [];
     const live = pollers.some((p) => p.ageMs === null || p.ageMs < LIVE_POLLER_MS);
-    return { hostId, pollers, live, ...(live ? {} : { problem: `no worker is polling qemu-host.${hostId}` }) };
+    return { hostId, pollers, live, ...(live ? {} : { problem: `no worker is polling ${hostTaskQueue(hostId)}` }) };
   });
   // Ask the live ones for their labels, through the orchestrator worker, within a deadline.
   const ask = rows.filter((r) => r.live).map((r) => r.hostId);

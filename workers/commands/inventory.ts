@@ -5,11 +5,11 @@
 // that do not answer are listed with the reason, never skipped.
 import { randomUUID } from 'node:crypto';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { hostOfIdentity, hostsQueue } from '../../activities/fleet/presence';
+import { hostOfIdentity, hostsQueue } from '../presence';
 import { activityPollers, LIVE_POLLER_MS } from '../../activities/fleet/task-queues';
 import type { InventoryVmDetail } from '../../activities/upgrade/inventory';
 import type { UpgradeVmProgress, UpgradeVmResult } from '../../workflows/upgrade-vm';
-import type { HostInventoryRow } from '../inventory-workflow';
+import type { HostInventoryRow } from '../../workflows/fleet-inventory';
 import { orchestratorTaskQueue } from './common';
 import { upgradeWorkflowId } from './vm';
 

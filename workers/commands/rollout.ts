@@ -14,6 +14,7 @@ import { rolloutKey, targetKey } from '../../workflows/search-attributes';
 import { BadInputError, CliError, ExitCode, PeerError } from '../cli-errors';
 import { connectClient, settingsFromEnv, type TemporalSettings } from '../temporal-connection';
 import { orchestratorTaskQueue, type TemporalFlags } from './common';
+import { HOST_OR_VM_REF } from '../../workflows/names';
 
 // The commands themselves are registered in ./fleet-commands.ts, which imports this module when one runs.
 export { temporalFlags, type TemporalFlags } from './common';
@@ -222,7 +223,7 @@ export async function update(
 /** Retry failed VMs: an update of a running rollout, or a new run (same id) of a finished one. */
 export async function rolloutRetry(client: Client, id: string, vms: string[] | undefined): Promise<string> {
   for (const v of vms ?? []) {
-    if (!/^[a-z0-9][a-z0-9._-]{0,62}(\/[a-z0-9][a-z0-9._-]{0,62})?$/.test(v)) {
+    if (!HOST_OR_VM_REF.test(v)) {
       throw new BadInputError(`--vm: ${JSON.stringify(v)} is not host/vm`);
     }
   }

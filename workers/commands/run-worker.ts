@@ -8,6 +8,7 @@ import { launchAtStart } from '../../activities/host/vm-launch';
 import { createHostWorker, hostTemporalSettings } from '../host-worker';
 import { createOrchestratorWorker } from '../orchestrator-worker';
 import type { TemporalSettings } from '../temporal-connection';
+import { hostTaskQueue } from '../../workflows/names';
 
 async function runUntilSignalled(worker: Worker, what: string): Promise<void> {
   const stop = () => worker.shutdown();
@@ -36,7 +37,7 @@ export async function runHostWorker(configFile: string, overrides: Partial<Tempo
   }
   await runUntilSignalled(
     worker,
-    `host worker ${config.hostId} on ${settings.address} (queue qemu-host.${config.hostId})`,
+    `host worker ${config.hostId} on ${settings.address} (queue ${hostTaskQueue(config.hostId)})`,
   );
   // In-process simulated VMs end with the worker (real QEMUs keep running).
   await stopSimulatedQemus();

@@ -11,11 +11,12 @@ import type { UpgradeVmInput, UpgradeVmProgress, UpgradeVmResult } from '../../w
 import { upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { BadInputError, CliError, ExitCode } from '../cli-errors';
 import { orchestratorTaskQueue, SAFE_ID, SAFE_LABEL } from './common';
+import { workflowIds } from '../../workflows/names';
 // The host-side commands (launch, resolve) and the policy schema (zod) are imported where used, so that the
 // client commands (status, upgrade, cancel, retry) load the Temporal client and little else.
 
 export function upgradeWorkflowId(hostId: string, vmId: string): string {
-  return `upgrade-vm/${hostId}/${vmId}`;
+  return workflowIds.upgradeVm(hostId, vmId);
 }
 
 export function checkIds(host: string, vm: string, to?: string): void {

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { MigrationPolicy } from './policy';
 import { CronError, isKnownTimeZone, nextStart, parseCron, parseDuration, type MaintenanceWindow } from './windows';
 import { resolveWaves, WaveError, type Approvals, type Wave, type WaveSpec } from './waves';
+import { SAFE_ID, SAFE_LABEL, VM_REF, workflowIds } from '../names';
 
 export interface RolloutPlan {
   /** The rollout's id; its workflow id is `rollout/<name>`. */
@@ -39,12 +40,10 @@ export class PlanError extends Error {
   }
 }
 
-const ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const LABEL = /^[a-z0-9][a-z0-9._-]{0,31}$/;
+const ID = SAFE_ID;
+const LABEL = SAFE_LABEL;
 const hostId = z.string().regex(ID, 'must be a host id matching ^[a-z0-9][a-z0-9._-]{0,62}$');
-const vmRef = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9._-]{0,62}\/[a-z0-9][a-z0-9._-]{0,62}$/, 'must be host/vm (two ids joined by /)');
+const vmRef = z.string().regex(VM_REF, 'must be host/vm (two ids joined by /)');
 
 const unique = <T extends z.ZodType<string>>(item: T) =>
   z.array(item).superRefine((xs, ctx) => {
@@ -236,5 +235,5 @@ export function parsePlan(data: unknown): RolloutPlan {
 
 /** The workflow id of a rollout. */
 export function rolloutWorkflowId(name: string): string {
-  return `rollout/${name}`;
+  return workflowIds.rollout(name);
 }

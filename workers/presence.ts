@@ -3,16 +3,11 @@
 // can list the live host workers from that queue's pollers, as Temporal reports them — no registry of ours.
 // Its only activity answers which host it is and which version labels it allows.
 import { Worker, type NativeConnection } from '@temporalio/worker';
-import type { HostConfig } from '../host/config';
-import { describeHost } from '../upgrade/inventory';
+import type { HostConfig } from '../activities/host/config';
+import { describeHost } from '../activities/upgrade/inventory';
+import { hostOfIdentity, hostsQueue } from '../workflows/names';
 
-export const hostsQueue = 'fleet-upgrade.hosts';
-
-/** Host id of a host worker identity `host-worker/<hostId>/<pid>`, or undefined for any other identity. */
-export function hostOfIdentity(identity: string): string | undefined {
-  const m = /^host-worker\/([a-z0-9][a-z0-9._-]{0,62})\/\d+$/.exec(identity);
-  return m?.[1];
-}
+export { hostOfIdentity, hostsQueue };
 
 /**
  * Starts a presence worker alongside `main` (same connection and identity) and ties its life to main's:

@@ -2,7 +2,7 @@
 // the file and the field (`windows[0].timezone: unknown time zone "Mars/Olympus"`), exit code 2 in the CLI.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ConfigError, parseYamlText } from '../host/validate';
+import { ConfigError, parseYamlText } from '../../activities/host/validate';
 import { parsePlan, PlanError, type RolloutPlan } from '../../workflows/decisions/rollout-plan';
 
 export function parsePlanYaml(text: string, source?: string): RolloutPlan {

@@ -11,9 +11,9 @@ import type { LogLevel, LogMetadata, Logger } from '@temporalio/common';
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import pino from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { MigrationOutcome } from '../upgrade/api';
-import type { HostInventory } from '../upgrade/inventory';
-import type { FleetSinks } from '../../workflows/upgrade-host';
+import type { MigrationOutcome } from '../activities/upgrade/api';
+import type { HostInventory } from '../activities/upgrade/inventory';
+import type { FleetSinks } from '../workflows/upgrade-host';
 
 export const registry = new Registry();
 let defaultsCollected = false;

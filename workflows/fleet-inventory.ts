@@ -1,13 +1,11 @@
 // Workflow `fleetInventory`, for `fleet-upgrade inventory`: per host, whether a worker polls its queue (per
 // Temporal) and, from the worker within a deadline, every VM with the version and run state its live QEMU
-// reports. Deterministic workflow code, bundled with workflows/ through workers/workflow-bundle.ts (kept
-// out of workflows/ while the saga there is being reworked; it belongs next to `fleetHosts`).
+// reports. Deterministic: the hosts' answers come from activities, the deadline from a workflow timer.
 import { ActivityFailure, ApplicationFailure, proxyActivities, TimeoutFailure } from '@temporalio/workflow';
 import type { FleetActivities } from '../activities/fleet/task-queues';
 import type { HostActivities } from '../activities/upgrade/api';
 import type { InventoryVmDetail } from '../activities/upgrade/inventory';
-
-const LIVE_POLLER_MS = 90_000;
+import { hostTaskQueue, LIVE_POLLER_MS } from './names';
 
 export interface HostInventoryRow {
   hostId: string;
@@ -29,11 +27,11 @@ function reasonOf(err: unknown): string {
 
 export async function fleetInventory(input: { hostIds: string[]; timeoutSec: number }): Promise<HostInventoryRow[]> {
   const fleet = proxyActivities<FleetActivities>({ startToCloseTimeout: '30s', retry: { maximumAttempts: 3 } });
-  const queues = input.hostIds.map((h) => `qemu-host.${h}`);
+  const queues = input.hostIds.map((h) => hostTaskQueue(h));
   const pollers = await fleet.taskQueuePollers({ queues });
   return Promise.all(
     input.hostIds.map(async (hostId): Promise<HostInventoryRow> => {
-      const queue = `qemu-host.${hostId}`;
+      const queue = hostTaskQueue(hostId);
       const live = (pollers[queue] ?? []).filter((p) => p.ageMs === null || p.ageMs < LIVE_POLLER_MS);
       const identities = [...new Set(live.map((p) => p.identity))];
       if (live.length === 0) return { hostId, ok: false, problem: `no worker is polling ${queue}`, pollers: [] };
