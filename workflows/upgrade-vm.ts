@@ -96,7 +96,7 @@ const handledFailures = Object.values(failureTypes);
 
 /** Changes of the workflow's shape, each guarded by `patched` so histories recorded before replay. */
 export const patches = {
-  /** Inspect and probe run together (they were sequential). */
+  /** Inspect and probe run together: both only read. */
   inspectAndProbeTogether: 'inspect-and-probe-together',
   /** A failed inspect, probe or finalize ends in a result that says so, not in a failed workflow. */
   failuresEndInAResult: 'failures-end-in-a-result',

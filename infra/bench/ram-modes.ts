@@ -14,7 +14,7 @@ import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { createHostWorker } from '../../workers/host-worker';
 import { createOrchestratorWorker, orchestratorTaskQueue, workflowsPath } from '../../workers/orchestrator-worker';
 import { connectClient } from '../../workers/temporal-connection';
-import { writeCounterGuest } from '../counter-guest';
+import { writeCounterGuest } from '../guest/counter-guest';
 import { startDevServer } from '../devserver';
 import { qemu10, qemu72, requireQemu } from '../real-parts';
 

@@ -16,7 +16,7 @@ import { searchAttributeTypes } from '../../workflows/search-attributes';
 import { createHostWorker } from '../../workers/host-worker';
 import { createOrchestratorWorker, orchestratorTaskQueue, workflowsPath } from '../../workers/orchestrator-worker';
 import { connectClient } from '../../workers/temporal-connection';
-import { writeCounterGuest } from '../counter-guest';
+import { writeCounterGuest } from '../guest/counter-guest';
 import { startDevServer } from '../devserver';
 import { activityLatencies, type ActivityLatency } from './history-latency';
 import { qemu10, qemu72, requireQemu } from '../real-parts';

@@ -12,7 +12,7 @@ export type BackendKind = 'tap' | 'vhost-user';
 /**
  * How the backends to hand over are chosen at migration time:
  * - `device-property`: a global bool parameter, and per device a bool property (v8).
- * - `device-list`: the parameter is a list of device IDs / QOM paths (RFC after Daniel's review).
+ * - `device-list`: the parameter is a list of device IDs / QOM paths (the RFC that followed review).
  * - `tap-option`: a global bool parameter on both sides, and a tap netdev option that permits it (v10+).
  */
 export type SelectionStyle = 'device-property' | 'device-list' | 'tap-option';
@@ -37,7 +37,7 @@ export interface DialectSpec {
   transferable: BackendKind[];
   /**
    * On an incoming (-incoming) process, backends are not opened at creation: they either arrive in the
-   * stream or are opened when the incoming migration completes (the seed's v8 test relies on this).
+   * stream or are opened when the incoming migration completes (tests of the v8 dialect rely on this).
    */
   deferOpenOnIncoming: boolean;
 }

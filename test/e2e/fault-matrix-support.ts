@@ -24,7 +24,7 @@ import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeOutcome, UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { killQemusUnder } from '../helpers/cleanup';
-import { writeCounterGuest } from '../../infra/counter-guest';
+import { writeCounterGuest } from '../../infra/guest/counter-guest';
 import type { Harness } from '../helpers/temporal-harness';
 import { BUILD_DIR, buildSimulator, LAUNCHER } from '../simulator/harness';
 
@@ -528,7 +528,7 @@ function reasonOf(err: unknown): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The invariants of DESIGN.md, from the simulator's ledger, the VM record and the processes
+// The invariants of docs/DESIGN.md, from the simulator's ledger, the VM record and the processes
 
 interface InvariantCheck {
   runs: Runs | 'several' | 'unknown';
@@ -739,7 +739,7 @@ export function reliabilityDoc(o: {
     'Written by `npx jest test/e2e/fault-matrix.test.ts` (do not edit by hand). Each case runs `upgradeVm`',
     'through a real Temporal dev server and a real host worker against the QEMU simulator (one simulated',
     'process per QEMU, backend-transfer-list dialect, 10.0.50 → 10.1.50, two taps handed over), injects one',
-    'fault, and then checks the invariants of DESIGN.md:',
+    'fault, and then checks the invariants of docs/DESIGN.md:',
     '',
     '1. the guest runs in one process at a time (the ledger’s running intervals never overlap);',
     '2. it never resumes from a stale state (once a later process ran it, no earlier one runs again);',

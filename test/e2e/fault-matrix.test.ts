@@ -1,6 +1,6 @@
-// The fault matrix of issue 6: every step of upgradeVm × the faults that can hit it, on the QEMU simulator
+// The fault matrix: every step of upgradeVm × the faults that can hit it, on the QEMU simulator
 // through a real dev server and real host workers. Each case is one row of the table below; each asserts
-// the invariants of DESIGN.md (fault-matrix-support.ts: checkInvariants) and the outcome the saga must
+// the invariants of docs/DESIGN.md (fault-matrix-support.ts: checkInvariants) and the outcome the saga must
 // report. The run writes docs/RELIABILITY.md. Cases run a few at a time: most of their time is spent
 // waiting (timeouts, retry back-off), not computing.
 import { spawnSync } from 'node:child_process';

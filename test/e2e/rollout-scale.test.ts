@@ -8,11 +8,11 @@
 //
 // What it proves, from the simulator's records and the VMs' own monitors rather than the workflows' belief:
 // - continue-as-new keeps every history bounded: the rollout and every upgradeHost went through several
-//   runs, none much longer than the plan's limit (issue 4);
-// - never more than `vmsPerHost` migrations at once on a host (issue 4);
+//   runs, none much longer than the plan's limit;
+// - never more than `vmsPerHost` migrations at once on a host;
 // - every VM is accounted for: upgraded, rolled back or failed with a reason; the faults hurt no other VM;
 //   none runs in two processes, none resumes from a stale state, each runs where its record says, each tap
-//   has one owner: the process that runs the guest (issue 6).
+//   has one owner: the process that runs the guest.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';

@@ -21,7 +21,7 @@ import { projectRoot, qemu10, qemu72, requireQemu, requireRealPart } from '../..
 import { startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../../infra/worker-processes';
 import { connectClient, settingsFromEnv } from '../../workers/temporal-connection';
 import { killQemusUnder } from '../helpers/cleanup';
-import { parseCounter, writeCounterGuest } from '../../infra/counter-guest';
+import { parseCounter, writeCounterGuest } from '../../infra/guest/counter-guest';
 import { writeSimBinary } from '../helpers/sim-binaries';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 import { ensureSimulatorBuilt } from './rollout-support';

@@ -13,7 +13,7 @@ import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
 import { upgradeVm, upgradeVmProgressQuery } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { phaseKey, upgradeVmSearchAttributes } from '../../workflows/search-attributes';
-import { parseCounter, writeCounterGuest } from '../../infra/counter-guest';
+import { parseCounter, writeCounterGuest } from '../../infra/guest/counter-guest';
 import { recordHistory } from '../helpers/record-history';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { killQemusUnder } from '../helpers/cleanup';

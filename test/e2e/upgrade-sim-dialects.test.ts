@@ -15,7 +15,7 @@ import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { killQemusUnder } from '../helpers/cleanup';
-import { parseCounter, writeCounterGuest } from '../../infra/counter-guest';
+import { parseCounter, writeCounterGuest } from '../../infra/guest/counter-guest';
 import { writeSimBinary } from '../helpers/sim-binaries';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';

@@ -15,7 +15,7 @@ import { QmpClient } from '../../activities/qmp/client';
 import { backendKey, readLedger, readLedgerEvents, runningIntervals } from '../../infra/simulator';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
-import { parseCounter } from '../../infra/counter-guest';
+import { parseCounter } from '../../infra/guest/counter-guest';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 

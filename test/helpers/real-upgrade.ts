@@ -9,7 +9,7 @@ import { launchVm } from '../../activities/host/vm-launch';
 import { parseVmSpec } from '../../activities/host/vm-spec';
 import type { VmRecord } from '../../activities/host/vm-record';
 import { QmpClient } from '../../activities/qmp/client';
-import { parseCounter, writeCounterGuest } from '../../infra/counter-guest';
+import { parseCounter, writeCounterGuest } from '../../infra/guest/counter-guest';
 
 /** Connect, run `use`, close. Only while no activity may hold the monitor: it serves one client at a time. */
 export async function qmpOf<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { readVmRecord } from '../../activities/host/vm-record';
 import { projectRoot, requireRealPart } from '../../infra/real-parts';
-import { writeCounterGuest } from '../../infra/counter-guest';
+import { writeCounterGuest } from '../../infra/guest/counter-guest';
 import { writeSimBinary } from '../helpers/sim-binaries';
 import { makeTmpDir } from '../helpers/tmp';
 

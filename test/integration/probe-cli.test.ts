@@ -7,7 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { projectRoot, qemu10, qemu72 } from '../../infra/real-parts';
 import { main } from '../../workers/cli';
-import { writeCounterGuest } from '../../infra/counter-guest';
+import { writeCounterGuest } from '../../infra/guest/counter-guest';
 import { event, FakeQmpPeer, greeting, type ConnectionScript } from '../helpers/fake-qmp-peer';
 import { counterGuestArgs, killAllVms, launchQemu } from '../helpers/real-vm';
 import { useTmpDir } from '../helpers/tmp';

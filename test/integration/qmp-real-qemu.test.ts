@@ -1,6 +1,6 @@
 // Real QEMU, driven only by the QmpClient: a plain local live migration 7.2 → 10.0.2 over a UNIX socket, and
 // cpr-transfer 10.0.2 → 10.0.2 (main channel on the command line, and -incoming defer + migrate-incoming),
-// each with the counter guest of DESIGN.md proving the guest survived and keeps running on the destination.
+// each with the counter guest of docs/DESIGN.md proving the guest survived and keeps running on the destination.
 // Prints the measured figures (total time, downtime, observed pause).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -9,7 +9,7 @@ import { killQemu, launchQemu as hostLaunchQemu, QemuLaunchError } from '../../a
 import type { QmpClient } from '../../activities/qmp/client';
 import type { QmpEvent } from '../../activities/qmp/messages';
 import { qemu10, qemu72, requireQemu } from '../../infra/real-parts';
-import { COUNTER_ADDRESS, parseCounter, writeCounterGuest } from '../../infra/counter-guest';
+import { COUNTER_ADDRESS, parseCounter, writeCounterGuest } from '../../infra/guest/counter-guest';
 import { counterGuestArgs, killAllVms, launchQemu, sleep } from '../helpers/real-vm';
 import { useTmpDir } from '../helpers/tmp';
 

@@ -1,4 +1,4 @@
-// Trust boundaries of a host worker (issue 6, item 4), at its activity boundary: the activities object as
+// Trust boundaries of a host worker, at its activity boundary: the activities object as
 // the worker registers it (createHostActivities), run in a mock activity context, called with hostile input
 // against a real runtime folder and VMs that are real processes (the QEMU simulator as an executable).
 //   1. allow-list: no label outside the host config is probed or started; a VM record tampered to name

@@ -13,7 +13,7 @@ import { listVmRecords, readVmRecord, type VmRecord } from '../../activities/hos
 import { parseVmSpec, type VmSpecInput } from '../../activities/host/vm-spec';
 import { QmpClient } from '../../activities/qmp/client';
 import { projectRoot, qemu10, qemu72, requireQemu } from '../../infra/real-parts';
-import { COUNTER_ADDRESS, parseCounter, writeCounterGuest } from '../../infra/counter-guest';
+import { COUNTER_ADDRESS, parseCounter, writeCounterGuest } from '../../infra/guest/counter-guest';
 import { useTmpDir } from '../helpers/tmp';
 
 jest.setTimeout(60_000);

@@ -43,7 +43,7 @@ export function buildSimulator(): void {
   process.env.QEMU_SIM_MAIN = path.join(BUILD_DIR, 'infra', 'simulator', 'main.js');
 }
 
-/** The counter guest's boot sector (DESIGN.md), as a raw image. */
+/** The counter guest's boot sector (docs/DESIGN.md), as a raw image. */
 export function writeBootImage(file: string): string {
   const sector = Buffer.alloc(512);
   Buffer.from([0x31, 0xc0, 0x8e, 0xd8, 0x66, 0xff, 0x06, 0x00, 0x7e, 0xeb, 0xf9]).copy(sector);

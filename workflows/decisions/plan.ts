@@ -1,6 +1,6 @@
 // Step 3 of the saga: decide how one VM moves. Pure: the same facts always give the same plan.
-// Daniel's rule from the seed: ask both sides what they can transfer, take the intersection, subtract what
-// is deliberately changed, and pass exactly that list to the migration.
+// The rule for backends: ask both sides what they can transfer, take the intersection, subtract what is
+// deliberately changed, and pass exactly that list to the migration.
 import type { DialectName } from '../../activities/capabilities/dialects';
 import type { Strategy } from '../../activities/capabilities/features';
 import type { MigrationPolicy } from './policy';

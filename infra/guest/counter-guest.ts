@@ -1,4 +1,4 @@
-// The guest that proves it survived (DESIGN.md): a 512-byte boot sector that increments the dword at 0x7e00
+// The guest that proves it survived (docs/DESIGN.md): a 512-byte boot sector that increments the dword at 0x7e00
 // forever. Read it with `human-monitor-command {"command-line":"x /1wx 0x7e00"}`.
 import { writeFileSync } from 'node:fs';
 
