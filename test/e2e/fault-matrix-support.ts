@@ -439,7 +439,10 @@ async function awaitMoment(host: CaseHost, when: Moment): Promise<void> {
 }
 
 /** The acts that need the host worker in a process of its own, to be killed or stopped for real. */
-const workerActs: readonly Act[] = ['kill the host worker, start a new one', 'stop the host worker (SIGTERM), start a new one'];
+const workerActs: readonly Act[] = [
+  'kill the host worker, start a new one',
+  'stop the host worker (SIGTERM), start a new one',
+];
 
 export function destinationPid(host: CaseHost, generation = 2): number {
   const file = path.join(host.config.runtimeDir, 'run', `${host.vmId}.${generation}.proc.json`);

@@ -31,7 +31,9 @@ describe('resolveWaves', () => {
   });
 
   test('an empty `rest` wave is dropped (one host under canary-then-rest)', () => {
-    expect(resolveWaves(['h1'], [{ size: { count: 1 } }, { size: { rest: true } }])).toEqual([{ name: 'canary', hosts: ['h1'] }]);
+    expect(resolveWaves(['h1'], [{ size: { count: 1 } }, { size: { rest: true } }])).toEqual([
+      { name: 'canary', hosts: ['h1'] },
+    ]);
   });
 
   test('a percent of a small fleet is at least one host', () => {
