@@ -19,7 +19,7 @@ import { parseVmSpec } from '../../activities/host/vm-spec';
 import { logger } from '../telemetry';
 import { QmpClient } from '../../activities/qmp/client';
 import { guestImage } from '../../infra/guest/linux-guest';
-import { writeCounterGuest } from '../../infra/counter-guest';
+import { writeCounterGuest } from '../../infra/guest/counter-guest';
 import { startDevServer, type DevServer } from '../../infra/devserver';
 import {
   checkDiskWhileRunning,

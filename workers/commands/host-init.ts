@@ -7,7 +7,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { parseHostConfig } from '../../activities/host/config';
 import { parseVmSpec } from '../../activities/host/vm-spec';
-import { writeCounterGuest } from '../../infra/counter-guest';
+import { writeCounterGuest } from '../../infra/guest/counter-guest';
 import { projectRoot, qemu10, qemu72, requireQemu } from '../../infra/real-parts';
 import { linuxGuestVm } from '../../infra/guest/guest-vm';
 import { guestImage } from '../../infra/guest/linux-guest';
