@@ -5,12 +5,11 @@
 // load @temporalio/client without @temporalio/worker, and only the workers and the demo load the worker SDK
 // and the workflow bundler. Keep new imports here light (test/integration/json-output.test.ts checks it).
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import type { Client } from '@temporalio/client';
 import type { ZodError } from 'zod';
 import { BadInputError, describeFailure, ExitCode, PeerError } from './cli-errors';
 import { dialectNames } from '../activities/capabilities/dialects';
 import type { PolicyFlags } from './commands/vm';
-import { settingsFromEnv, type TemporalSettings } from './temporal-connection';
+import { flagOverrides, settingsOf, temporalFlags, withClient, type TemporalFlags } from './commands/common';
 import { registerFleetCommands, registerInventoryCommand } from './commands/fleet-commands';
 
 function portNumber(value: string): number {
@@ -72,12 +71,7 @@ export function buildProgram(): Command {
       }
     });
 
-  const temporalOptions = (c: Command) =>
-    c
-      .option('--address <host:port>', 'Temporal frontend (env TEMPORAL_ADDRESS; default 127.0.0.1:7233)')
-      .option('--namespace <name>', 'Temporal namespace (env TEMPORAL_NAMESPACE; default "default")');
-
-  temporalOptions(
+  temporalFlags(
     program
       .command('host-worker')
       .description('run the activities of one hypervisor (task queue qemu-host.<hostId>)')
@@ -92,7 +86,7 @@ export function buildProgram(): Command {
     await runHostWorker(opts.config, flagOverrides(opts));
   });
 
-  temporalOptions(
+  temporalFlags(
     program
       .command('orchestrator-worker')
       .description('run the workflows (task queue fleet-upgrade)')
@@ -146,7 +140,7 @@ export function buildProgram(): Command {
           : `${r.vmId}: kept generation ${r.kept.generation} (QEMU ${r.kept.label}, pid ${r.kept.pid}), ${r.status}${r.resumed ? ' (resumed)' : ''}; stopped ${r.stopped.length ? `pid ${r.stopped.join(', ')}` : 'nothing'}\n`,
       );
     });
-  temporalOptions(
+  temporalFlags(
     vm
       .command('upgrade')
       .description('upgrade the QEMU under one VM (workflow upgradeVm)')
@@ -181,7 +175,7 @@ export function buildProgram(): Command {
       process.exitCode = out.exitCode;
     },
   );
-  temporalOptions(
+  temporalFlags(
     vm
       .command('cancel')
       .description('cancel the upgrade of one VM: before the switchover it rolls back, after it the upgrade finishes')
@@ -199,7 +193,7 @@ export function buildProgram(): Command {
     process.stdout.write(`${out.text}\n`);
     process.exitCode = out.exitCode;
   });
-  temporalOptions(
+  temporalFlags(
     vm
       .command('status')
       .description('phase, progress and result of the upgrade of one VM')
@@ -211,7 +205,7 @@ export function buildProgram(): Command {
     checkIds(opts.host, opts.vm);
     process.stdout.write(`${await withClient(opts, (c) => vmStatus(c, opts.host, opts.vm, opts.json === true))}\n`);
   });
-  temporalOptions(
+  temporalFlags(
     vm
       .command('retry')
       .description('a new run of the same upgrade after a failure or rollback')
@@ -279,38 +273,6 @@ export function buildProgram(): Command {
   registerInventoryCommand(program);
 
   return program;
-}
-
-interface TemporalFlags {
-  address?: string;
-  namespace?: string;
-}
-
-function flagOverrides(f: TemporalFlags): Partial<TemporalSettings> {
-  return { ...(f.address ? { address: f.address } : {}), ...(f.namespace ? { namespace: f.namespace } : {}) };
-}
-
-function settingsOf(f: TemporalFlags): TemporalSettings {
-  return { ...settingsFromEnv(), ...flagOverrides(f) };
-}
-
-async function withClient<T>(flags: TemporalFlags, use: (client: Client) => Promise<T>): Promise<T> {
-  const settings = settingsOf(flags);
-  const [{ Client }, { connectClient }] = await Promise.all([
-    import('@temporalio/client'),
-    import('./temporal-connection'),
-  ]);
-  let connection;
-  try {
-    connection = await connectClient(settings);
-  } catch (err) {
-    throw new PeerError(`cannot reach Temporal at ${settings.address}: ${(err as Error).message}`);
-  }
-  try {
-    return await use(new Client({ connection, namespace: settings.namespace }));
-  } finally {
-    await connection.close();
-  }
 }
 
 export async function main(argv: string[]): Promise<number> {

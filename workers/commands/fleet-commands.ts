@@ -3,7 +3,15 @@
 // ./inventory: the Temporal client, the plan schema) when it runs, so `fleet-upgrade --help` stays quick.
 import type { Command } from 'commander';
 import { BadInputError, ExitCode } from '../cli-errors';
-import { SAFE_ID, SAFE_LABEL, SCHEDULE_PREFIX, temporalFlags, type TemporalFlags } from './common';
+import {
+  SAFE_ID,
+  SAFE_LABEL,
+  SCHEDULE_PREFIX,
+  settingsOf,
+  temporalFlags,
+  withClient,
+  type TemporalFlags,
+} from './common';
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -21,7 +29,7 @@ export function registerFleetCommands(program: Command): void {
   ).action(async (opts: TemporalFlags & { plan: string; wait?: boolean; json?: boolean }) => {
     const [{ loadPlan }, m] = await Promise.all([import('./plan-file'), import('./rollout')]);
     const plan = await loadPlan(opts.plan); // exit 2 here, before any connection
-    await m.withFleetClient(opts, async (client) => {
+    await withClient(opts, async (client) => {
       const handle = await m.startRollout(client, plan);
       process.stderr.write(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})\n`);
       if (!opts.wait) {
@@ -43,14 +51,14 @@ export function registerFleetCommands(program: Command): void {
   ).action(async (id: string, opts: TemporalFlags & { json?: boolean }) => {
     const m = await import('./rollout');
     m.rolloutIdOf(id);
-    out(await m.withFleetClient(opts, (c) => m.rolloutStatus(c, id, opts.json === true)));
+    out(await withClient(opts, (c) => m.rolloutStatus(c, id, opts.json === true)));
   });
 
   temporalFlags(
     r.command('list').description('rollouts known to Temporal').option('--json', 'print one JSON array'),
   ).action(async (opts: TemporalFlags & { json?: boolean }) => {
     const m = await import('./rollout');
-    out(await m.withFleetClient(opts, (c) => m.listRollouts(c, opts.json === true)));
+    out(await withClient(opts, (c) => m.listRollouts(c, opts.json === true)));
   });
 
   temporalFlags(
@@ -62,9 +70,7 @@ export function registerFleetCommands(program: Command): void {
   ).action(async (id: string, opts: TemporalFlags & { reason?: string }) => {
     const m = await import('./rollout');
     m.rolloutIdOf(id);
-    const ack = await m.withFleetClient(opts, (c) =>
-      m.update(c, id, 'pause', opts.reason ? { reason: opts.reason } : {}),
-    );
+    const ack = await withClient(opts, (c) => m.update(c, id, 'pause', opts.reason ? { reason: opts.reason } : {}));
     out(ack.message);
   });
 
@@ -76,7 +82,7 @@ export function registerFleetCommands(program: Command): void {
   ).action(async (id: string, opts: TemporalFlags) => {
     const m = await import('./rollout');
     m.rolloutIdOf(id);
-    out((await m.withFleetClient(opts, (c) => m.update(c, id, 'resume', {}))).message);
+    out((await withClient(opts, (c) => m.update(c, id, 'resume', {}))).message);
   });
 
   temporalFlags(
@@ -90,7 +96,7 @@ export function registerFleetCommands(program: Command): void {
     const m = await import('./rollout');
     m.rolloutIdOf(id);
     const arg = { ...(opts.reason ? { reason: opts.reason } : {}), rollBackInFlight: opts.rollBackInFlight === true };
-    out((await m.withFleetClient(opts, (c) => m.update(c, id, 'abort', arg))).message);
+    out((await withClient(opts, (c) => m.update(c, id, 'abort', arg))).message);
   });
 
   temporalFlags(
@@ -107,11 +113,8 @@ export function registerFleetCommands(program: Command): void {
     const m = await import('./rollout');
     m.rolloutIdOf(id);
     out(
-      (
-        await m.withFleetClient(opts, (c) =>
-          m.update(c, id, 'approve', opts.wave !== undefined ? { wave: opts.wave } : {}),
-        )
-      ).message,
+      (await withClient(opts, (c) => m.update(c, id, 'approve', opts.wave !== undefined ? { wave: opts.wave } : {})))
+        .message,
     );
   });
 
@@ -128,7 +131,7 @@ export function registerFleetCommands(program: Command): void {
   ).action(async (id: string, opts: TemporalFlags & { vm?: string[] }) => {
     const m = await import('./rollout');
     m.rolloutIdOf(id);
-    out(await m.withFleetClient(opts, (c) => m.rolloutRetry(c, id, opts.vm)));
+    out(await withClient(opts, (c) => m.rolloutRetry(c, id, opts.vm)));
   });
 
   registerScheduleCommands(program);
@@ -146,10 +149,10 @@ function registerScheduleCommands(program: Command): void {
       .option('--id <name>', `schedule id (default ${SCHEDULE_PREFIX}<plan name>)`)
       .option('--paused', 'create it paused'),
   ).action(async (opts: TemporalFlags & { plan: string; id?: string; paused?: boolean }) => {
-    const [{ loadPlan }, m, r] = await Promise.all([import('./plan-file'), import('./schedule'), import('./rollout')]);
+    const [{ loadPlan }, m] = await Promise.all([import('./plan-file'), import('./schedule')]);
     const plan = await loadPlan(opts.plan);
     m.scheduleSpecOf(plan, opts.plan); // exit 2 before any connection
-    const id = await r.withFleetClient(opts, (c) =>
+    const id = await withClient(opts, (c) =>
       m.createSchedule(c, plan, { id: opts.id, paused: opts.paused, source: opts.plan }),
     );
     process.stdout.write(`created schedule ${id}\n`);
@@ -161,8 +164,8 @@ function registerScheduleCommands(program: Command): void {
       .description('schedules of rollouts, their next windows and recent rollouts')
       .option('--json', 'one JSON array'),
   ).action(async (opts: TemporalFlags & { json?: boolean }) => {
-    const [m, r] = await Promise.all([import('./schedule'), import('./rollout')]);
-    const rows = await r.withFleetClient(opts, m.listSchedules);
+    const m = await import('./schedule');
+    const rows = await withClient(opts, m.listSchedules);
     if (opts.json) {
       process.stdout.write(`${JSON.stringify(rows)}\n`);
       return;
@@ -181,9 +184,9 @@ function registerScheduleCommands(program: Command): void {
       .description('delete a rollout schedule (running rollouts go on)')
       .argument('<id>', 'schedule id or plan name'),
   ).action(async (id: string, opts: TemporalFlags) => {
-    const [m, r] = await Promise.all([import('./schedule'), import('./rollout')]);
+    const m = await import('./schedule');
     const scheduleId = m.scheduleIdOf(id);
-    await r.withFleetClient(opts, (c) => m.deleteSchedule(c, scheduleId));
+    await withClient(opts, (c) => m.deleteSchedule(c, scheduleId));
     process.stdout.write(`deleted schedule ${scheduleId}\n`);
   });
 }
@@ -204,9 +207,9 @@ function registerHostsCommand(program: Command): void {
     for (const h of opts.host ?? []) {
       if (!SAFE_ID.test(h)) throw new BadInputError(`--host: ${JSON.stringify(h)} is not a host id`);
     }
-    const [m, r] = await Promise.all([import('./hosts'), import('./rollout')]);
-    const namespace = r.settingsOf(opts).namespace;
-    const rows = await r.withFleetClient(opts, (c) =>
+    const m = await import('./hosts');
+    const namespace = settingsOf(opts).namespace;
+    const rows = await withClient(opts, (c) =>
       m.listHosts(c, namespace, { hosts: opts.host, timeoutSec: opts.timeout ?? 10 }),
     );
     process.stdout.write(`${opts.json ? JSON.stringify(rows) : m.describeHosts(rows)}\n`);
@@ -235,9 +238,9 @@ export function registerInventoryCommand(program: Command): void {
     const timeoutSec = opts.timeout === undefined ? 10 : Number(opts.timeout);
     if (!Number.isInteger(timeoutSec) || timeoutSec < 1 || timeoutSec > 600)
       throw new BadInputError(`--timeout: ${JSON.stringify(opts.timeout)} is not 1 to 600 seconds`);
-    const [m, r] = await Promise.all([import('./inventory'), import('./rollout')]);
-    const namespace = r.settingsOf(opts).namespace;
-    const view = await r.withFleetClient(opts, (c) =>
+    const m = await import('./inventory');
+    const namespace = settingsOf(opts).namespace;
+    const view = await withClient(opts, (c) =>
       m.inventory(c, namespace, {
         ...(opts.host ? { hosts: opts.host } : {}),
         ...(opts.target ? { target: opts.target } : {}),

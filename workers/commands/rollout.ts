@@ -11,36 +11,12 @@ import { WorkflowIdReusePolicy } from '@temporalio/common';
 import { rolloutWorkflowId, type RolloutPlan } from '../../workflows/decisions/rollout-plan';
 import type { RolloutInput, RolloutProgress, RolloutResult, RolloutStatus, UpdateAck } from '../../workflows/rollout';
 import { rolloutKey, targetKey } from '../../workflows/search-attributes';
-import { BadInputError, CliError, ExitCode, PeerError } from '../cli-errors';
-import { connectClient, settingsFromEnv, type TemporalSettings } from '../temporal-connection';
-import { orchestratorTaskQueue, type TemporalFlags } from './common';
+import { BadInputError, CliError, ExitCode } from '../cli-errors';
+import { orchestratorTaskQueue } from './common';
 import { HOST_OR_VM_REF } from '../../workflows/names';
 
 // The commands themselves are registered in ./fleet-commands.ts, which imports this module when one runs.
 export { temporalFlags, type TemporalFlags } from './common';
-
-export function settingsOf(f: TemporalFlags): TemporalSettings {
-  return {
-    ...settingsFromEnv(),
-    ...(f.address ? { address: f.address } : {}),
-    ...(f.namespace ? { namespace: f.namespace } : {}),
-  };
-}
-
-export async function withFleetClient<T>(flags: TemporalFlags, use: (client: Client) => Promise<T>): Promise<T> {
-  const settings = settingsOf(flags);
-  let connection;
-  try {
-    connection = await connectClient(settings);
-  } catch (err) {
-    throw new PeerError(`cannot reach Temporal at ${settings.address}: ${(err as Error).message}`);
-  }
-  try {
-    return await use(new Client({ connection, namespace: settings.namespace }));
-  } finally {
-    await connection.close();
-  }
-}
 
 /** `name` or `rollout/name` → the workflow id. */
 export function rolloutIdOf(id: string): string {
