@@ -119,6 +119,8 @@ export const patches = {
   migrateBackCompensates: 'migrate-back-compensates',
   /** A policy with values no migration can use (NaN, negative timeouts) is refused before anything starts. */
   policyValidated: 'policy-validated',
+  /** A cancellation during inspect or probe ends the workflow cancelled (nothing was touched), not failed. */
+  cancelledAtInspect: 'cancelled-at-inspect',
 } as const;
 
 /** The phases FleetPhase shows (patches.phaseAtMilestones); the others are in the progress query only. */
@@ -243,6 +245,7 @@ class VmSaga {
         target = await host.probeTarget({ label: input.target });
       }
     } catch (err) {
+      if (isCancellation(err) && patched(patches.cancelledAtInspect)) throw err;
       if (isRefusal(err)) return this.finish('refused', reasonOf(err));
       // Nothing was touched; the source runs as before, unless the failure says it is gone.
       if (patched(patches.failuresEndInAResult)) return this.finish('failed', reasonOf(err));
