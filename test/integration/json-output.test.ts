@@ -102,7 +102,7 @@ test('the JSON logger of the workers and the bench writes to stderr, never stdou
     process.execPath,
     [
       '-e',
-      `const { logger } = require(${JSON.stringify(path.join(dist, 'activities', 'fleet', 'telemetry.js'))});
+      `const { logger } = require(${JSON.stringify(path.join(dist, 'workers', 'telemetry.js'))});
        logger.info({ vmId: 'vm1' }, 'a log line'); process.stdout.write('{"answer":1}\\n');`,
     ],
     { encoding: 'utf8', env: { ...process.env, FLEET_LOG_LEVEL: 'info' }, timeout: 30_000 },
