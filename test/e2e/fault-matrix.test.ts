@@ -602,6 +602,7 @@ const findings = [
   'Reasons that named a temporary socket or the wrong process: a crashed probe now names the build; a crashed source is reported as the source even when its destination died with it.',
   'The rollback killed a destination that hung on `cont` — one that may have been running the only current copy of the guest — because a monitor that did not answer read as “not running” (destination cont:hang). Recovery is now one table (workflows/decisions/recovery.ts): once the destination may have run it is never killed; it is resumed when it holds the newest state, and otherwise both processes are kept and the outcome is needs-operator (destination cont:hang, cont:crash).',
   'A host worker lost in any step but the migration held the VM for the 120 s start-to-close timeout before the step was retried: only the migrate step heartbeated. Every step now heartbeats (15 s timeout), so the retry on the next worker starts within seconds (host worker killed at inspect, start destination, verify, finalize, migrate back).',
+  'A cancellation that reached inspect or probe ended the workflow failed (“Activity cancelled”) or cancelled, by timing; nothing had been touched, so it now always ends cancelled (inspect × cancellation).',
 ];
 
 const realTests: RealFaultTest[] = [
