@@ -1,10 +1,11 @@
 // Workflow `fleetInventory`, for `fleet-upgrade inventory`: per host, whether a worker polls its queue (per
 // Temporal) and, from the worker within a deadline, every VM with the version and run state its live QEMU
 // reports. Deterministic: the hosts' answers come from activities, the deadline from a workflow timer.
-import { ActivityFailure, ApplicationFailure, proxyActivities, TimeoutFailure } from '@temporalio/workflow';
+import { ActivityFailure, proxyActivities, TimeoutFailure } from '@temporalio/workflow';
 import type { FleetActivities } from '../activities/fleet/task-queues';
 import type { HostActivities } from '../activities/upgrade/api';
 import type { InventoryVmDetail } from '../activities/upgrade/inventory';
+import { reasonOf } from './failures';
 import { hostTaskQueue, LIVE_POLLER_MS } from './names';
 
 export interface HostInventoryRow {
@@ -16,13 +17,6 @@ export interface HostInventoryRow {
   pollers: string[];
   labels?: string[];
   vms?: InventoryVmDetail[];
-}
-
-function reasonOf(err: unknown): string {
-  let e: unknown = err;
-  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
-  if (e instanceof ApplicationFailure || e instanceof Error) return e.message;
-  return String(e);
 }
 
 export async function fleetInventory(input: { hostIds: string[]; timeoutSec: number }): Promise<HostInventoryRow[]> {

@@ -3,6 +3,7 @@
 // inventory`, what each VM's live QEMU reports. Read-only; names no paths.
 import type { HostConfig } from '../host/config';
 import { QmpClient } from '../qmp/client';
+import { queryStatus, queryVersion } from '../capabilities/probe';
 import { isProcessAlive } from '../host/qemu-launcher';
 import { listVmRecords } from '../host/vm-record';
 
@@ -69,9 +70,8 @@ export interface HostVmInventory {
 async function askQemu(socket: string, timeoutMs: number): Promise<{ version: string; state: string }> {
   const q = await QmpClient.connect(socket, { timeoutMs });
   try {
-    const v = await q.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
-    const s = await q.execute<{ status: string }>('query-status');
-    return { version: `${v.qemu.major}.${v.qemu.minor}.${v.qemu.micro}`, state: s.status };
+    const { version } = await queryVersion(q);
+    return { version, state: (await queryStatus(q)).status };
   } finally {
     await q.close();
   }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationPlan } from '../../workflows/decisions/plan';
 import { failureTypes } from '../../workflows/failures';
-import { queryGuestMemory, queryTransferable } from '../capabilities/probe';
+import { queryGuestMemory, queryStatus, queryTransferable } from '../capabilities/probe';
 import { ramDir, type HostConfig } from '../host/config';
 import { ensurePrivateDir } from '../host/fs-util';
 import { memFile, socketPath } from '../host/paths';
@@ -220,8 +220,7 @@ export function takeHandover(
 async function isWaitingForMigration(config: HostConfig, p: Parameters<typeof connect>[1]): Promise<boolean> {
   try {
     return await withQmp(config, p, async (qmp) => {
-      const s = (await qmp.execute('query-status')) as { status?: string };
-      return s.status === 'inmigrate';
+      return (await queryStatus(qmp)).status === 'inmigrate';
     });
   } catch {
     return false;
