@@ -15,6 +15,15 @@ export const failureTypes = {
   needsOperator: 'NeedsOperator',
 } as const;
 
+/**
+ * Failure types the workflow tells apart that are not in the non-retryable list above: a failure of such a
+ * type is retried unless the failure it wraps (its cause) is final.
+ */
+export const retryableFailureTypes = {
+  /** The finalize part of verifyAndFinalize failed, after the destination verified. */
+  finalizeFailed: 'FinalizeFailed',
+} as const;
+
 export type FailureType = (typeof failureTypes)[keyof typeof failureTypes];
 
 /** What a failure says, read once through Temporal's wrapping (activity, child workflow, application). */

@@ -2,6 +2,7 @@
 // the decisions between them are pure functions. Deterministic: no I/O here.
 import {
   ActivityCancellationType,
+  ApplicationFailure,
   CancellationScope,
   defineQuery,
   defineSignal,
@@ -20,7 +21,7 @@ import type {
   RollbackOutcome,
   SourceInspection,
 } from '../activities/upgrade/api';
-import { failureOf, failureTypes, isRefusal, reasonOf } from './failures';
+import { failureOf, failureTypes, isRefusal, reasonOf, retryableFailureTypes } from './failures';
 import { hostTaskQueue, messageNames } from './names';
 import {
   agreedTransferList,
@@ -121,6 +122,12 @@ export const patches = {
   policyValidated: 'policy-validated',
   /** A cancellation during inspect or probe ends the workflow cancelled (nothing was touched), not failed. */
   cancelledAtInspect: 'cancelled-at-inspect',
+  /**
+   * Three activities instead of six: inspect with probe, start-destination with migrate, verify with finalize
+   * (activities/upgrade/grouped-steps.ts). A workflow of this shape has every patch above without its marker:
+   * each marker costs a history event and a search-attribute upsert.
+   */
+  fewerRoundTrips: 'fewer-round-trips',
 } as const;
 
 /** The phases FleetPhase shows (patches.phaseAtMilestones); the others are in the progress query only. */
@@ -162,7 +169,7 @@ export async function upgradeVm(input: UpgradeVmInput): Promise<UpgradeVmResult>
   if (stopped) return stopped;
   // 7–8. Verify, then finalize; a destination that ran but does not verify is migrated back. The destination
   // may have run by now: a cancellation no longer stops the upgrade, it finishes.
-  if (patched(patches.finishAfterSwitchover)) {
+  if (saga.since(patches.finishAfterSwitchover)) {
     return await CancellationScope.nonCancellable(() => saga.verifyAndFinalize(facts.source, facts.target));
   }
   return await saga.verifyAndFinalize(facts.source, facts.target);
@@ -175,6 +182,8 @@ class VmSaga {
   private readonly host: ReturnType<typeof hostActivities>;
   private readonly progress: UpgradeVmProgress = { phase: 'inspect', transferredBackends: [] };
   private readonly result: UpgradeVmResult;
+  /** The shape of patches.fewerRoundTrips: grouped steps, and every earlier patch without a marker. */
+  private readonly grouped: boolean;
   private readonly atMilestones: boolean;
   private phaseStarted = Date.now();
   private plan!: MigrationPlan;
@@ -192,7 +201,20 @@ class VmSaga {
     setHandler(migrationProgressSignal, (p) => {
       this.progress.migration = p;
     });
-    this.atMilestones = patched(patches.phaseAtMilestones);
+    this.grouped = patched(patches.fewerRoundTrips);
+    this.atMilestones = this.since(patches.phaseAtMilestones);
+  }
+
+  /** Whether the workflow has a patch: every one does that has the grouped shape (markers cost events). */
+  since(patch: string): boolean {
+    return this.grouped || patched(patch);
+  }
+
+  /** The current phase took `ms` of the time since it began (an activity measured it); the next begins there. */
+  private measured(ms: number, next: Phase): void {
+    this.result.phases.push({ phase: this.progress.phase, ms });
+    this.phaseStarted += ms;
+    this.progress.phase = next;
   }
 
   private enter(phase: Phase): void {
@@ -227,13 +249,15 @@ class VmSaga {
     }
     result.to = { label: input.target };
     const policyProblems = problemsOf(this.policy);
-    if (policyProblems.length && patched(patches.policyValidated)) {
+    if (policyProblems.length && this.since(patches.policyValidated)) {
       return this.finish('refused', `invalid policy: ${policyProblems.join('; ')}`);
     }
     let source: SourceInspection;
     let target: TargetFacts;
     try {
-      if (patched(patches.inspectAndProbeTogether)) {
+      if (this.grouped) {
+        ({ source, target } = await host.inspectAndProbe({ vmId, label: input.target }));
+      } else if (patched(patches.inspectAndProbeTogether)) {
         [source, target] = await Promise.all([host.inspectSource({ vmId }), host.probeTarget({ label: input.target })]);
       } else {
         source = await host.inspectSource({ vmId });
@@ -245,10 +269,10 @@ class VmSaga {
         target = await host.probeTarget({ label: input.target });
       }
     } catch (err) {
-      if (isCancellation(err) && patched(patches.cancelledAtInspect)) throw err;
+      if (isCancellation(err) && this.since(patches.cancelledAtInspect)) throw err;
       if (isRefusal(err)) return this.finish('refused', reasonOf(err));
       // Nothing was touched; the source runs as before, unless the failure says it is gone.
-      if (patched(patches.failuresEndInAResult)) return this.finish('failed', reasonOf(err));
+      if (this.since(patches.failuresEndInAResult)) return this.finish('failed', reasonOf(err));
       throw err;
     }
     result.from = { label: source.process.label, version: source.qemuVersion };
@@ -279,8 +303,9 @@ class VmSaga {
    * switch over inside one activity. A failure before the destination may have run is rolled back.
    */
   async startAndMigrate(source: SourceInspection, target: TargetFacts): Promise<UpgradeVmResult | undefined> {
-    const { host, step, result, progress } = this;
     try {
+      if (this.grouped) return await this.startAndMigrateGrouped(source, target);
+      const { host, step } = this;
       this.enter('start-destination');
       let started = await host.startDestination({ ...step, plan: this.plan });
       const agreed =
@@ -288,44 +313,86 @@ class VmSaga {
           ? this.plan.transferBackends
           : agreedTransferList(this.plan, started.transferable);
       if (agreed.join('\n') !== this.plan.transferBackends.join('\n')) {
-        await host.rollback(step);
-        const again = decide({ ...source, transferable: agreed }, target, this.policy);
-        if (again.kind === 'refused') return this.finish('refused', again.reason);
-        this.plan = again.plan;
-        this.note(this.plan);
+        const refused = await this.narrow(source, target, agreed);
+        if (refused) return refused;
         started = await host.startDestination({ ...step, plan: this.plan });
       }
       this.enter('migrate');
-      result.migration = await this.migrator.migrate({
-        ...step,
-        plan: this.plan,
-        policy: this.policy,
-        ramMiB: source.ramMiB,
-        progressWorkflowId: workflowInfo().workflowId,
-      });
-      progress.migration = {
-        status: 'completed',
-        transferredBytes: result.migration.transferredBytes,
-        remainingBytes: 0,
-        totalBytes: progress.migration?.totalBytes ?? result.migration.transferredBytes,
-      };
+      this.migrated(await this.migrator.migrate(this.migration(source)));
     } catch (err) {
       if (!failureOf(err).destinationRan) return await this.rollBack(err);
     }
     return undefined;
   }
 
+  /** Steps 4–6 as one activity (patches.fewerRoundTrips); a narrowed plan starts it once more. */
+  private async startAndMigrateGrouped(
+    source: SourceInspection,
+    target: TargetFacts,
+  ): Promise<undefined | UpgradeVmResult> {
+    this.enter('migrate');
+    let done = await this.migrator.startAndMigrate(this.migration(source));
+    if (done.kind === 'narrowed') {
+      const refused = await this.narrow(source, target, done.transferable);
+      if (refused) return refused;
+      done = await this.migrator.startAndMigrate(this.migration(source));
+      if (done.kind === 'narrowed') {
+        throw ApplicationFailure.nonRetryable(
+          `the destination of ${this.vmId} took fewer backends at each launch: ${done.transferable.join(', ') || 'none'}`,
+          failureTypes.migrationFailed,
+        );
+      }
+    }
+    this.result.phases.push({ phase: 'start-destination', ms: done.startMs });
+    this.phaseStarted += done.startMs;
+    this.migrated(done.migration);
+    return undefined;
+  }
+
+  /** The destination can take fewer backends than planned: it goes (it never ran), and the plan is made again. */
+  private async narrow(
+    source: SourceInspection,
+    target: TargetFacts,
+    agreed: string[],
+  ): Promise<UpgradeVmResult | undefined> {
+    await this.host.rollback(this.step);
+    const again = decide({ ...source, transferable: agreed }, target, this.policy);
+    if (again.kind === 'refused') return this.finish('refused', again.reason);
+    this.plan = again.plan;
+    this.note(this.plan);
+    return undefined;
+  }
+
+  private migration(source: SourceInspection) {
+    return {
+      ...this.step,
+      plan: this.plan,
+      policy: this.policy,
+      ramMiB: source.ramMiB,
+      progressWorkflowId: workflowInfo().workflowId,
+    };
+  }
+
+  private migrated(m: MigrationOutcome): void {
+    const { result, progress } = this;
+    result.migration = m;
+    progress.migration = {
+      status: 'completed',
+      transferredBytes: m.transferredBytes,
+      remainingBytes: 0,
+      totalBytes: progress.migration?.totalBytes ?? m.transferredBytes,
+    };
+  }
+
   /** Steps 7–8. */
   async verifyAndFinalize(source: SourceInspection, target: TargetFacts): Promise<UpgradeVmResult> {
+    if (this.grouped) return await this.verifyAndFinalizeGrouped(source, target);
     const { host, vmId, step } = this;
     try {
       this.enter('verify');
       await host.verify({ vmId, destination: step.destination, expectVersion: target.qemuVersion });
     } catch (err) {
-      if (patched(patches.verifyFailureByCause)) {
-        if (isProcessLost(err)) return await this.rollBack(err);
-        return await this.migrateBack(source, err, true);
-      }
+      if (patched(patches.verifyFailureByCause)) return await this.notVerified(source, err);
       return await this.migrateBack(source, err);
     }
     this.enter('finalize');
@@ -333,11 +400,35 @@ class VmSaga {
       await host.finalize(step);
     } catch (err) {
       if (!patched(patches.failuresEndInAResult)) throw err;
-      // The destination ran and is gone before it became the VM's process: the rollback decides.
-      if (isProcessLost(err)) return await this.rollBack(err);
-      return this.finish('failed', reasonOf(err));
+      return await this.notFinalized(err);
     }
     return this.finish('upgraded');
+  }
+
+  /** Steps 7–8 as one activity (patches.fewerRoundTrips); its failure says which of the two failed. */
+  private async verifyAndFinalizeGrouped(source: SourceInspection, target: TargetFacts): Promise<UpgradeVmResult> {
+    const { vmId, step } = this;
+    this.enter('verify');
+    try {
+      const done = await this.host.verifyAndFinalize({ ...step, vmId, expectVersion: target.qemuVersion });
+      this.measured(done.verifyMs, 'finalize');
+    } catch (err) {
+      if (failureOf(err).types.has(retryableFailureTypes.finalizeFailed)) return await this.notFinalized(err);
+      return await this.notVerified(source, err);
+    }
+    return this.finish('upgraded');
+  }
+
+  /** The destination did not verify: if it is gone, the rollback decides (it never resumes a stale source). */
+  private async notVerified(source: SourceInspection, err: unknown): Promise<UpgradeVmResult> {
+    if (isProcessLost(err)) return await this.rollBack(err);
+    return await this.migrateBack(source, err, true);
+  }
+
+  /** The destination ran and is gone before it became the VM's process: the rollback decides. */
+  private async notFinalized(err: unknown): Promise<UpgradeVmResult> {
+    if (isProcessLost(err)) return await this.rollBack(err);
+    return this.finish('failed', reasonOf(err));
   }
 
   /** The compensation of steps 4–8, as the recovery table decides on the host (workflows/decisions/recovery.ts). */
@@ -383,7 +474,7 @@ class VmSaga {
         } catch (backErr) {
           // Undo the way back as any failed step is undone: its destination goes if it never ran, and the
           // process the VM came from is resumed, or kept for an operator.
-          if (patched(patches.migrateBackCompensates)) {
+          if (this.since(patches.migrateBackCompensates)) {
             undone = await host.rollback(reverse).catch((undoErr: unknown) => {
               throw needsOperator(undoErr) ? undoErr : backErr;
             });

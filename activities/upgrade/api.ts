@@ -52,6 +52,26 @@ export interface Verification {
   devices: string[];
 }
 
+/** The two reads of steps 1–2 in one activity. */
+export interface InspectedAndProbed {
+  source: SourceInspection;
+  target: TargetFacts;
+}
+
+/**
+ * Steps 4–6 in one activity. `narrowed`: the destination itself can take fewer backends than the plan
+ * transfers, so it was not migrated into (the workflow rolls it back and decides again with `transferable`).
+ */
+export type StartedAndMigrated =
+  | { kind: 'migrated'; destination: DestinationStarted; migration: MigrationOutcome; startMs: number }
+  | { kind: 'narrowed'; transferable: string[] };
+
+/** Steps 7–8 in one activity. */
+export interface VerifiedAndFinalized {
+  verification: Verification;
+  verifyMs: number;
+}
+
 export interface RollbackOutcome {
   /** The process the VM runs in after the rollback. */
   runningIn: ProcessRef | null;
@@ -80,6 +100,17 @@ export interface HostActivities {
   verify(input: { vmId: string; destination: ProcessRef; expectVersion: string }): Promise<Verification>;
   finalize(input: { vmId: string; source: ProcessRef; destination: ProcessRef }): Promise<void>;
   rollback(input: { vmId: string; source: ProcessRef; destination: ProcessRef }): Promise<RollbackOutcome>;
+  // The saga's steps grouped where no decision of the workflow falls between them: one round trip each.
+  inspectAndProbe(input: { vmId: string; label: string }): Promise<InspectedAndProbed>;
+  /** startDestination, then (unless the destination narrows the plan) migrate, holding a migration slot. */
+  startAndMigrate(input: Parameters<HostActivities['migrate']>[0]): Promise<StartedAndMigrated>;
+  /** verify, then finalize; a finalize failure of no handled type is raised as FinalizeFailed (retryable). */
+  verifyAndFinalize(input: {
+    vmId: string;
+    source: ProcessRef;
+    destination: ProcessRef;
+    expectVersion: string;
+  }): Promise<VerifiedAndFinalized>;
   // Fleet (activities/upgrade/inventory.ts): the host's VMs and allowed labels, for upgradeHost and preflight.
   listVms(input: Record<string, never>): Promise<HostInventory>;
   describeHost(input: Record<string, never>): Promise<HostDescription>;

@@ -10,7 +10,8 @@ import { describeHost, inventoryVms, listVms } from './inventory';
 import { finalize } from './finalize';
 import { rollback } from './rollback';
 import { verify } from './verify';
-import { migrate } from './migrate';
+import { migrate, type ActivitySide } from './migrate';
+import { inspectAndProbe, startAndMigrate, verifyAndFinalize } from './grouped-steps';
 
 export function createHostActivities(config: HostConfig): HostActivities {
   const migrations = new Slots(config.limits.maxConcurrentMigrations);
@@ -18,36 +19,49 @@ export function createHostActivities(config: HostConfig): HostActivities {
     inspectSource: (input) => beating(() => inspectSource(config, input)),
     probeTarget: (input) => beating(() => probeTarget(config, input)),
     startDestination: (input) => beating(() => startDestination(config, input)),
-    migrate: async (input) => {
-      const ctx = Context.current();
-      const workflowId = input.progressWorkflowId;
-      // At most limits.maxConcurrentMigrations at once on this host; a waiting one heartbeats all along.
-      const waiting = { status: 'queued', transferredBytes: 0, remainingBytes: 0, totalBytes: 0 };
-      await migrations.acquire(() => ctx.heartbeat(waiting), ctx.cancelled);
-      try {
-        return await migrate(config, input, {
-          heartbeat: (progress) => ctx.heartbeat(progress),
-          cancelled: ctx.cancelled,
-          // A worker that stops leaves the migration running in QEMU; the retry on the next worker awaits it.
-          keepMigrationOnCancel: () => ctx.cancellationDetails?.workerShutdown === true,
-          ...(workflowId
-            ? {
-                signalProgress: (progress: MigrationProgress) =>
-                  ctx.client.workflow.getHandle(workflowId).signal(messageNames.migrationProgressSignal, progress),
-              }
-            : {}),
-        });
-      } finally {
-        migrations.release();
-      }
-    },
+    migrate: (input) => holdingSlot(migrations, (side) => migrate(config, input, side), input.progressWorkflowId),
     verify: (input) => beating(() => verify(config, input)),
     finalize: (input) => beating(() => finalize(config, input)),
     rollback: (input) => beating(() => rollback(config, input)),
+    inspectAndProbe: (input) => beating(() => inspectAndProbe(config, input)),
+    // The slot is taken before the destination starts: no more destinations wait than may migrate.
+    startAndMigrate: (input) =>
+      holdingSlot(migrations, (side) => startAndMigrate(config, input, side), input.progressWorkflowId),
+    verifyAndFinalize: (input) => beating(() => verifyAndFinalize(config, input)),
     listVms: () => listVms(config),
     describeHost: async () => describeHost(config),
     inventoryVms: () => inventoryVms(config),
   };
+}
+
+/**
+ * Runs a migration holding one of the host's slots (limits.maxConcurrentMigrations): a migration waiting for
+ * one heartbeats all along, and its progress goes to the heartbeat and, when asked, to the workflow.
+ */
+async function holdingSlot<T>(
+  migrations: Slots,
+  run: (side: ActivitySide) => Promise<T>,
+  progressWorkflowId: string | undefined,
+): Promise<T> {
+  const ctx = Context.current();
+  const waiting = { status: 'queued', transferredBytes: 0, remainingBytes: 0, totalBytes: 0 };
+  await migrations.acquire(() => ctx.heartbeat(waiting), ctx.cancelled);
+  try {
+    return await run({
+      heartbeat: (progress) => ctx.heartbeat(progress),
+      cancelled: ctx.cancelled,
+      // A worker that stops leaves the migration running in QEMU; the retry on the next worker awaits it.
+      keepMigrationOnCancel: () => ctx.cancellationDetails?.workerShutdown === true,
+      ...(progressWorkflowId
+        ? {
+            signalProgress: (progress: MigrationProgress) =>
+              ctx.client.workflow.getHandle(progressWorkflowId).signal(messageNames.migrationProgressSignal, progress),
+          }
+        : {}),
+    });
+  } finally {
+    migrations.release();
+  }
 }
 
 /** How often a step heartbeats; the workflow's heartbeat timeout (15 s) is several of these. */

@@ -97,6 +97,20 @@ describe('upgradeVm on real QEMU', () => {
       return phase ? [JSON.parse(Buffer.from(phase).toString()) as string | string[]].flat() : [];
     });
     expect(upserted).toEqual(['migrate', 'done']);
+    // The grouped shape: three activities, one patch marker, and no search-attribute upsert but FleetPhase's.
+    const events = (await handle.fetchHistory()).events ?? [];
+    const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+    expect(scheduled).toEqual(['inspectAndProbe', 'startAndMigrate', 'verifyAndFinalize']);
+    expect(events.filter((e) => e.markerRecordedEventAttributes).length).toBe(1);
+    expect(events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes).length).toBe(upserted.length + 1);
+    expect(result.phases.map((p) => p.phase)).toEqual([
+      'inspect',
+      'decide',
+      'start-destination',
+      'migrate',
+      'verify',
+      'finalize',
+    ]);
     expect((await handle.describe()).typedSearchAttributes.get(phaseKey)).toBe('done');
 
     const after = await readVmRecord(config.runtimeDir, 'vm1');
@@ -120,6 +134,6 @@ describe('upgradeVm on real QEMU', () => {
     // Determinism: the recorded history replays against the current workflow code.
     const history = await handle.fetchHistory();
     await expect(Worker.runReplayHistory({ workflowsPath: workflowsPath() }, history)).resolves.toBeUndefined();
-    recordHistory(harness, handle.workflowId, 'upgrade-vm-real-plain.json');
+    recordHistory(harness, handle.workflowId, 'upgrade-vm-real-grouped.json');
   });
 });

@@ -73,6 +73,9 @@ interface ActivityTimes {
   completed?: number;
 }
 
+/** The activities that migrate: `startAndMigrate` in the grouped shape, `migrate` before it. */
+const migrationActivities = new Set(['migrate', 'startAndMigrate']);
+
 /** What the workflow's history says of the migrate activity (read from the server, no worker involved). */
 async function migrateActivity(handle: WorkflowHandle): Promise<ActivityTimes> {
   const history = await handle.fetchHistory();
@@ -84,7 +87,8 @@ async function migrateActivity(handle: WorkflowHandle): Promise<ActivityTimes> {
   const times: ActivityTimes = {};
   for (const e of history.events ?? []) {
     const id = num(e.eventId);
-    if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'migrate' && scheduled === undefined) {
+    const type = e.activityTaskScheduledEventAttributes?.activityType?.name;
+    if (type && migrationActivities.has(type) && scheduled === undefined) {
       scheduled = id;
     }
     if (scheduled === undefined) continue;
@@ -202,14 +206,15 @@ describe('upgradeVm while Temporal restarts (real QEMU)', () => {
       60_000,
       async () => {
         const { raw } = await handle.describe();
-        const pending = raw.pendingActivities?.find((a) => a.activityType?.name === 'migrate');
+        const pending = raw.pendingActivities?.find((a) => migrationActivities.has(a.activityType?.name ?? ''));
         const payload = pending?.heartbeatDetails?.payloads?.[0];
         if (pending?.state !== temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED || !payload) {
           return undefined;
         }
         const progress = defaultPayloadConverter.fromPayload<MigrationProgress>(payload);
         if (progress.status === 'completed') throw new Error('the migration completed before the fault');
-        return progress;
+        // Before QEMU migrates, the activity waits for a slot or starts the destination.
+        return ['queued', 'starting-destination'].includes(progress.status) ? undefined : progress;
       },
       50,
     );
