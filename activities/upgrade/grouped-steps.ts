@@ -8,10 +8,18 @@ import { ApplicationFailure } from '@temporalio/common';
 import { agreedTransferList } from '../../workflows/decisions/plan';
 import { failureTypes, retryableFailureTypes } from '../../workflows/failures';
 import type { HostConfig } from '../host/config';
-import type { HostActivities, InspectedAndProbed, StartedAndMigrated, VerifiedAndFinalized } from './api';
+import type {
+  DestinationStarted,
+  HostActivities,
+  InspectedAndProbed,
+  StartedAndMigrated,
+  VerifiedAndFinalized,
+} from './api';
 import { finalize } from './finalize';
 import { inspectSource } from './inspect-source';
 import { migrate, type ActivitySide } from './migrate';
+import { outgoingMigration } from './migration-state';
+import { findProcess, isAlive, withQmp } from './processes';
 import { probeTarget } from './probe-target';
 import { startDestination } from './start-destination';
 import { verify } from './verify';
@@ -34,6 +42,12 @@ export async function startAndMigrate(
 ): Promise<StartedAndMigrated> {
   const t0 = performance.now();
   const { vmId, source, destination, plan } = input;
+  // A retry once the migration began (a worker lost, a switchover that failed): the destination holds what
+  // the source sent, and may have run. It is never started again (that would end it): migrate reconciles.
+  if (await migrationBegan(config, input)) {
+    const resumed: DestinationStarted = { process: destination, transferable: null };
+    return { kind: 'migrated', destination: resumed, migration: await migrate(config, input, side), startMs: 0 };
+  }
   // The destination's launch heartbeats like any step (the migration heartbeats its progress after).
   const starting = { status: 'starting-destination', transferredBytes: 0, remainingBytes: 0, totalBytes: 0 };
   const beat = setInterval(() => side.heartbeat(starting), 3_000);
@@ -47,6 +61,15 @@ export async function startAndMigrate(
   const startMs = performance.now() - t0;
   const migration = await migrate(config, input, side);
   return { kind: 'migrated', destination: started, migration, startMs };
+}
+
+/** Whether an earlier attempt left a live destination that the source is migrating, or migrated, into. */
+async function migrationBegan(config: HostConfig, input: Parameters<HostActivities['migrate']>[0]): Promise<boolean> {
+  const destination = await findProcess(config, input.vmId, input.destination);
+  if (!destination || !isAlive(destination)) return false;
+  const source = await findProcess(config, input.vmId, input.source);
+  if (!source || !isAlive(source)) return false;
+  return (await withQmp(config, source, outgoingMigration)).begun;
 }
 
 /** Failures the workflow handles itself are not retried; FinalizeFailed keeps that of the failure it wraps. */

@@ -13,7 +13,7 @@ import { socketPath } from '../host/paths';
 import type { QmpClient } from '../qmp/client';
 import type { QmpEvent } from '../qmp/messages';
 import type { HostActivities, MigrationOutcome, MigrationProgress } from './api';
-import { cancelMigration, inFlight, queryMigrate, type MigrateInfo } from './migration-state';
+import { cancelMigration, outgoingMigration, queryMigrate, type MigrateInfo } from './migration-state';
 import { destinationMayHaveRun, markResumed } from './resume-marker';
 import {
   connect,
@@ -117,15 +117,9 @@ export async function migrate(config: HostConfig, input: MigrateInput, side: Act
   let dst: QmpClient | undefined;
   try {
     timeline.watchSource(src);
-    const before = await queryMigrate(src);
-    const status = before.status ?? 'none';
+    const { info: before, begun } = await outgoingMigration(src);
     let reconciled = false;
-    // `completed` is also what a process reports after it *received* a migration: a VM migrating back
-    // starts from the destination of the way there. Only a source that sent its state away (postmigrate)
-    // completed an outgoing migration of ours.
-    const sentAway = status === 'completed' && (await queryStatus(src)).status === 'postmigrate';
-
-    if (sentAway || inFlight.has(status)) {
+    if (begun) {
       // An earlier attempt started it: await it, never issue it again.
       reconciled = true;
       dst = await connect(config, destination);
