@@ -60,6 +60,7 @@ export function simulatorArgs(spec: SimulatorSpec, o: { ledger?: boolean } = {})
     ...['--sim-dialect', spec.dialect, '--sim-version', spec.version],
     ...(spec.stateDir !== undefined && o.ledger !== false ? ['--sim-state-dir', spec.stateDir] : []),
     ...(spec.ramRateMbps !== undefined ? ['--sim-ram-rate-mbps', String(spec.ramRateMbps)] : []),
+    ...(spec.transferableKinds !== undefined ? ['--sim-transferable-kinds', spec.transferableKinds.join(',')] : []),
   ];
 }
 

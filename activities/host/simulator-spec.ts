@@ -13,6 +13,15 @@ export const SimulatorSchema = z.strictObject({
   stateDir: absPath.optional(),
   /** RAM transfer speed of a migration (the simulator's default: 2000). */
   ramRateMbps: z.int().min(1).max(10_000_000).optional(),
+  /**
+   * Backend kinds this build reports as transferable and takes in a migration: fewer than its dialect's
+   * (a destination that narrows the plan). None given: all of the dialect's. A kind the dialect does not
+   * carry is refused by the simulator when it starts (the probe or the launch fails with its words).
+   */
+  transferableKinds: z
+    .array(z.enum(['tap', 'vhost-user']))
+    .refine((k) => new Set(k).size === k.length, 'must not repeat a kind')
+    .optional(),
 });
 
 export type SimulatorSpec = z.output<typeof SimulatorSchema>;
@@ -22,12 +31,14 @@ export const SIMULATOR_PATH_PREFIX = '/in-process-qemu-simulator/';
 
 /**
  * The absolute path a simulator binary is shown as — in VM records (`binary.path`), logs and probe errors:
- * `/in-process-qemu-simulator/<dialect>/<version>[/ram-rate-<N>][/state<stateDir>]`. It names no file, and
- * nothing reads it back: which launcher runs a binary is decided by its config entry (launcherFor).
+ * `/in-process-qemu-simulator/<dialect>/<version>[/transferable-<kinds>][/ram-rate-<N>][/state<stateDir>]`
+ * (kinds joined by `+`, `none` for none). It names no file, and nothing reads it back: which launcher runs
+ * a binary is decided by its config entry (launcherFor). It tells builds apart, as a probe is cached by it.
  */
 export function simulatorPath(spec: SimulatorSpec): string {
   return (
     `${SIMULATOR_PATH_PREFIX}${spec.dialect}/${spec.version}` +
+    (spec.transferableKinds !== undefined ? `/transferable-${spec.transferableKinds.join('+') || 'none'}` : '') +
     (spec.ramRateMbps !== undefined ? `/ram-rate-${spec.ramRateMbps}` : '') +
     (spec.stateDir !== undefined ? `/state${spec.stateDir}` : '')
   );

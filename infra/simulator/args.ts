@@ -4,7 +4,7 @@
 // the served schema (so `x-permit-local-migration` exists only where the dialect has it), with QEMU's texts.
 // Cross-references (a NIC's netdev, the machine's memory backend) are checked when the VM is built (vm.ts).
 import { existsSync } from 'node:fs';
-import { compareVersions, DialectSpec, DIALECTS, dialectByName } from './dialects';
+import { BackendKind, compareVersions, DialectSpec, DIALECTS, dialectByName } from './dialects';
 import { parseFaultSpec, FaultSpec, SLOW_REPLY_MS } from './faults';
 import { baseSchemaFor, servedSchema, ServedSchema } from './schema';
 
@@ -31,6 +31,12 @@ export function wantsMsgTimestamp(argv: string[]): boolean {
 
 export interface SimOptions {
   dialect: DialectSpec;
+  /**
+   * Backend kinds this build reports (the list dialect's support query) and hands over or takes (the
+   * selection): the dialect's own, or fewer with --sim-transferable-kinds. An incoming process still defers
+   * opening every backend of its dialect's kinds, as it learns only from the stream which ones arrive.
+   */
+  transferable: BackendKind[];
   /** Reported by query-version and the greeting, e.g. 10.1.50. */
   version: string;
   stateDir?: string;
@@ -281,6 +287,7 @@ const VALUE_OPTIONS = new Set([
 function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
   const sim: SimOptions = {
     dialect: DIALECTS.none,
+    transferable: [],
     version: '10.1.50',
     faults: [],
     cpr: false,
@@ -288,6 +295,7 @@ function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
     slowMs: SLOW_REPLY_MS,
   };
   let cprSet: boolean | undefined;
+  let kinds: { value: string; list: string[] } | undefined;
   let i = 0;
   for (; i < argv.length && argv[i].startsWith('--sim-'); i++) {
     const arg = argv[i];
@@ -336,6 +344,11 @@ function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
         sim.ramRateMbps = n;
         break;
       }
+      case '--sim-transferable-kinds': {
+        const v = takeValue();
+        kinds = { value: v, list: v === '' ? [] : v.split(',') };
+        break;
+      }
       case '--sim-slow-ms': {
         const v = takeValue();
         const n = Number(v);
@@ -346,6 +359,17 @@ function parseSimOptions(argv: string[]): { sim: SimOptions; rest: string[] } {
       default:
         throw new CommandLineError(`${arg}: invalid option`);
     }
+  }
+  sim.transferable = [...sim.dialect.transferable];
+  if (kinds) {
+    const foreign = kinds.list.filter((k) => !(sim.dialect.transferable as string[]).includes(k));
+    if (foreign.length > 0 || new Set(kinds.list).size !== kinds.list.length) {
+      const own = sim.dialect.transferable.join(', ') || 'none';
+      throw new CommandLineError(
+        `--sim-transferable-kinds ${kinds.value}: expected distinct kinds of the ${sim.dialect.name} dialect (${own}), comma-separated`,
+      );
+    }
+    sim.transferable = kinds.list as BackendKind[];
   }
   sim.cpr = cprSet ?? compareVersions(sim.version, '10.0') >= 0;
   if (sim.cpr && compareVersions(sim.version, '10.0') < 0) {

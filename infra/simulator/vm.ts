@@ -556,7 +556,10 @@ export class SimulatedQemu implements Machine {
     return { ifname: ifname as string, fds };
   }
 
-  /** Open a netdev's host backend now, or defer it on an incoming process in a transfer dialect. */
+  /**
+   * Open a netdev's host backend now, or defer it on an incoming process in a transfer dialect (every kind
+   * the dialect carries, even one this build does not take: it learns from the stream which ones arrive).
+   */
   openBackend(n: Netdev): string | undefined {
     const b = n.backend;
     if (!b || b.state !== 'gone') return undefined;
@@ -670,7 +673,7 @@ export class SimulatedQemu implements Machine {
       .filter((d) => d.model.nic && d.model.virtioChild && d.netdev !== undefined)
       .filter((d) => {
         const b = this.netdevs.get(d.netdev as string)?.backend;
-        return !!b && this.sim.dialect.transferable.includes(b.kind);
+        return !!b && this.sim.transferable.includes(b.kind);
       })
       .map((d) => `${d.path}/virtio-backend`);
   }
@@ -679,8 +682,9 @@ export class SimulatedQemu implements Machine {
   selectTransfers(): string[] {
     const d = this.sim.dialect;
     const out: string[] = [];
+    // This build's kinds (--sim-transferable-kinds): a backend of another kind stays out of its stream.
     const transferable = (n: Netdev | undefined): n is Netdev =>
-      !!n?.backend && d.transferable.includes(n.backend.kind);
+      !!n?.backend && this.sim.transferable.includes(n.backend.kind);
     switch (d.selection) {
       case 'device-property': {
         if (this.params[d.parameter?.name ?? ''] !== true) break;

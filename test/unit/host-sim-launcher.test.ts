@@ -96,8 +96,32 @@ describe('host config: simulator binaries', () => {
     [/^binaries\.s\.simulator\.stateDir: must be an absolute path/, { s: sim('10.0.50', { stateDir: 'x' }) }],
     [/^binaries\.s\.simulator\.faults: unknown field/, { s: sim('10.0.50', { faults: [] }) }],
     [/^binaries\.s\.path: \/in-process-qemu-simulator\/ is reserved/, { s: { path: '/in-process-qemu-simulator/x' } }],
+    [
+      /^binaries\.s\.simulator\.transferableKinds: must not repeat a kind/,
+      { s: sim('10.0.50', { transferableKinds: ['tap', 'tap'] }) },
+    ],
+    [/^binaries\.s\.simulator\.transferableKinds\.0: /, { s: sim('10.0.50', { transferableKinds: ['user'] }) }],
   ])('rejects %s', (re, binaries) => {
     expect(configError(() => parseHostConfig({ ...base, binaries }))).toMatch(re);
+  });
+
+  it('shows the kinds a build takes in its path, so its probe is cached apart from the full build', () => {
+    const c = parseHostConfig({
+      ...base,
+      binaries: {
+        full: sim('10.1.50'),
+        vu: sim('10.1.50', { transferableKinds: ['vhost-user'], ramRateMbps: 8000 }),
+        both: sim('10.1.50', { transferableKinds: ['tap', 'vhost-user'] }),
+        nothing: sim('10.1.50', { transferableKinds: [] }),
+      },
+    });
+    expect(resolveBinary(c, 'full').path).toBe('/in-process-qemu-simulator/local/10.1.50');
+    expect(resolveBinary(c, 'vu').path).toBe(
+      '/in-process-qemu-simulator/local/10.1.50/transferable-vhost-user/ram-rate-8000',
+    );
+    expect(resolveBinary(c, 'vu').simulator?.transferableKinds).toEqual(['vhost-user']);
+    expect(resolveBinary(c, 'both').path).toBe('/in-process-qemu-simulator/local/10.1.50/transferable-tap+vhost-user');
+    expect(resolveBinary(c, 'nothing').path).toBe('/in-process-qemu-simulator/local/10.1.50/transferable-none');
   });
 
   it('checks launchAtStart against the allow-list and for duplicate ids', () => {
@@ -183,6 +207,66 @@ describe('in-process launch, liveness and kill', () => {
     expect((err as QemuLaunchError).exitCode).toBe(1);
     expect((err as QemuLaunchError).message).toMatch(/exited before it was ready \(code 1, signal null\)/);
     expect((err as QemuLaunchError).logTail).toMatch(/qemu-system-x86_64: .*Could not open '\/nonexistent\/disk'/);
+  });
+});
+
+describe('transferableKinds: what a simulated build reports and takes', () => {
+  const listSim = (extra: object = {}) => ({
+    simulator: { dialect: 'backend-transfer-list', version: '10.1.50', ...extra },
+  });
+
+  async function supportOf(binaries: Record<string, object>, vmId: string): Promise<string[]> {
+    const dir = path.join(tmp.path, `kinds-${vmId}`);
+    mkdirSync(dir, { recursive: true });
+    const vhost = path.join(dir, 'vu.sock');
+    writeFileSync(vhost, '');
+    const config = parseHostConfig({ hostId: `k-${vmId}`, runtimeDir: path.join(dir, 'rt'), binaries });
+    const rec = await launchVm({
+      config,
+      spec: parseVmSpec(
+        specOf(vmId, {
+          netdevs: [
+            { id: 'net0', type: 'tap', ifname: `sk${vmId}` },
+            { id: 'vu0', type: 'vhost-user', chardevPath: vhost },
+          ],
+          devices: [
+            { id: 'nic0', driver: 'virtio-net-pci', netdev: 'net0' },
+            { id: 'nic1', driver: 'virtio-net-pci', netdev: 'vu0' },
+          ],
+        }),
+      ),
+    });
+    // The record, with the path the build is shown as, reads back (a path with a comma would not).
+    expect((await listVmRecords(config.runtimeDir)).map((r) => r.binary)).toEqual([rec.binary]);
+    const qmp = await QmpClient.connect(rec.qmpSocket);
+    try {
+      const support = (await qmp.execute('query-backend-transfer-support')) as Array<{ path: string }>;
+      return support.map((p) => p.path);
+    } finally {
+      await qmp.close();
+      await killQemu(rec.pid, { graceMs: 1000 });
+    }
+  }
+
+  it("a build reports only its kinds' backends; without the option, all of its dialect's", async () => {
+    const tap = '/machine/peripheral/nic0/virtio-backend';
+    const vu = '/machine/peripheral/nic1/virtio-backend';
+    expect(await supportOf({ old: listSim() }, 'k1')).toEqual([tap, vu]);
+    expect(await supportOf({ old: listSim({ transferableKinds: ['vhost-user'] }) }, 'k2')).toEqual([vu]);
+    expect(await supportOf({ old: listSim({ transferableKinds: ['tap'] }) }, 'k3')).toEqual([tap]);
+    expect(await supportOf({ old: listSim({ transferableKinds: ['tap', 'vhost-user'] }) }, 'k6')).toEqual([tap, vu]);
+    expect(await supportOf({ old: listSim({ transferableKinds: [] }) }, 'k4')).toEqual([]);
+  });
+
+  it('a kind its dialect does not carry: the simulator refuses the build, in its own words', async () => {
+    const config = hostConfig('h6', { binaries: { old: sim('10.1.50', { transferableKinds: ['vhost-user'] }) } });
+    await expect(launchVm({ config, spec: parseVmSpec(specOf('k5')) })).rejects.toThrow(
+      /--sim-transferable-kinds vhost-user: expected distinct kinds of the local dialect \(tap\), comma-separated/,
+    );
+    await expect(probeBinary(resolveBinary(config, 'old'), path.join(config.runtimeDir, 'cache'))).rejects.toThrow(
+      /exited \(code 1\) while probed: --sim-transferable-kinds vhost-user: expected distinct kinds/,
+    );
+    expect(simulatedInstances().filter((i) => i.vmId === 'k5')).toEqual([]);
   });
 });
 
