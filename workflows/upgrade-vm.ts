@@ -357,7 +357,17 @@ class VmSaga {
   ): Promise<UpgradeVmResult | undefined> {
     await this.host.rollback(this.step);
     const again = decide({ ...source, transferable: agreed }, target, this.policy);
-    if (again.kind === 'refused') return this.finish('refused', again.reason);
+    if (again.kind === 'refused') {
+      // Nothing moved: the result does not speak of the first plan.
+      const { result, progress } = this;
+      result.transferredBackends = progress.transferredBackends = [];
+      for (const o of [result, progress]) {
+        delete o.strategy;
+        delete o.backends;
+        delete o.ram;
+      }
+      return this.finish('refused', again.reason);
+    }
     this.plan = again.plan;
     this.note(this.plan);
     return undefined;

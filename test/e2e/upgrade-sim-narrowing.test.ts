@@ -229,6 +229,10 @@ describe('upgradeVm when the destination takes fewer backends than the source', 
       'requireBackendTransfer cannot be met: backend-transfer: no backend is transferable on both sides after exclusions',
     );
     expect(await scheduledActivities(handle)).toEqual(['inspectAndProbe', 'startAndMigrate', 'rollback']);
+    // Nothing moved, and the result does not speak of the first plan.
+    expect(result.transferredBackends).toEqual([]);
+    expect(result.strategy).toBeUndefined();
+    expect(result.backends).toBeUndefined();
 
     // One destination was started and is gone; the source runs on, its record as it was, its backends its own.
     expect(destinations.map((d) => d.generation)).toEqual([2]);
