@@ -22,7 +22,7 @@ export interface DevServerOptions {
   /** Namespace to create at launch ("default" always exists). Default: "default". */
   namespace?: string;
   searchAttributes?: Record<string, SearchAttributeType>;
-  /** Dynamic config values, JSON-encoded onto `--dynamic-config-value KEY=VALUE`. */
+  /** Dynamic config values over devServerTuning, JSON-encoded onto `--dynamic-config-value KEY=VALUE`. */
   dynamicConfig?: Record<string, unknown>;
   /** Server stdout/stderr; default: `<folder of dbFile>/temporal-dev.log` (appended). */
   logFile?: string;
@@ -67,6 +67,20 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/**
+ * What the dev server is started with unless told otherwise. It runs one history shard, and each shard's queue
+ * readers poll for new tasks at most 20 times a second by default: every activity and workflow task then
+ * waited up to 50 ms (30–40 ms measured) before it reached a worker, about 60 % of one upgrade's wall time on
+ * the simulator. A production cluster spreads its workflows over hundreds of shards, each with that budget;
+ * one shard polling at 200/s gives the dev server the same latency (3–5 ms per task measured), at no measurable
+ * CPU cost.
+ */
+export const devServerTuning: Record<string, unknown> = {
+  'history.transferProcessorMaxPollRPS': 200,
+  'history.timerProcessorMaxPollRPS': 200,
+  'history.visibilityProcessorMaxPollRPS': 200,
+};
 
 /** Pure: the `temporal` argv for start-dev. */
 export function devServerArgs(o: {
@@ -204,7 +218,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     headless,
     namespace,
     searchAttributes,
-    dynamicConfig: opts.dynamicConfig ?? {},
+    dynamicConfig: { ...devServerTuning, ...opts.dynamicConfig },
   });
   const address = `${HOST}:${port}`;
   const timeoutMs = opts.startTimeoutMs ?? 60_000;

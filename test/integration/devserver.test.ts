@@ -1,9 +1,10 @@
 // The real Temporal CLI dev server: start, connect, namespace, custom search attribute, restart on the same
 // SQLite file with a workflow (no worker) and its visibility record surviving, stop.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import { startDevServer, type DevServer } from '../../infra/devserver';
+import { devServerTuning, startDevServer, type DevServer } from '../../infra/devserver';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(120_000);
@@ -39,6 +40,9 @@ describe('temporal dev server', () => {
     expect(server.uiAddress).toBeUndefined();
     expect(server.dbFile).toBe(dbFile);
     const firstPid = server.pid;
+    // Started with the queue readers' poll rate raised (infra/devserver.ts devServerTuning).
+    const argv = readFileSync(`/proc/${firstPid}/cmdline`, 'utf8').split('\0');
+    for (const [key, value] of Object.entries(devServerTuning)) expect(argv).toContain(`${key}=${value}`);
 
     let c = await client(server);
     const ns = await c.client.workflowService.describeNamespace({ namespace: 'fleet-test' });
