@@ -231,7 +231,16 @@ dynamicConfigClient:
 EOF
 )
 [ -f "$state/dynamicconfig.yaml" ] || cat > "$state/dynamicconfig.yaml" <<'EOF'
-# Dynamic config of the server (polled every 10 s). Empty: every default of the release.
+# Dynamic config of the server (polled every 10 s); every other value is the release's default.
+# Each history shard's queue readers poll for new tasks at most 20 times a second by default, so a task
+# waits up to 50 ms before it reaches a worker; with 4 shards (512+ in production) that is most of a short
+# upgrade step. 200 per shard keeps it at a few ms (the same as the dev server, infra/devserver.ts).
+history.transferProcessorMaxPollRPS:
+  - value: 200
+history.timerProcessorMaxPollRPS:
+  - value: 200
+history.visibilityProcessorMaxPollRPS:
+  - value: 200
 EOF
 
 # ---- server --------------------------------------------------------------------------------------------
