@@ -19,7 +19,7 @@ import { finalize } from './finalize';
 import { inspectSource } from './inspect-source';
 import { migrate, type ActivitySide } from './migrate';
 import { outgoingMigration } from './migration-state';
-import { findProcess, isAlive, withQmp } from './processes';
+import { findProcess, isAlive, refuseGenerations, refuseUnsafeInput, withQmp } from './processes';
 import { probeTarget } from './probe-target';
 import { startDestination } from './start-destination';
 import { verify } from './verify';
@@ -42,6 +42,9 @@ export async function startAndMigrate(
 ): Promise<StartedAndMigrated> {
   const t0 = performance.now();
   const { vmId, source, destination, plan } = input;
+  // Before anything reads a path made of them (each step checks again).
+  refuseUnsafeInput(vmId, source, destination);
+  refuseGenerations(source, destination);
   // A retry once the migration began (a worker lost, a switchover that failed): the destination holds what
   // the source sent, and may have run. It is never started again (that would end it): migrate reconciles.
   if (await migrationBegan(config, input)) {
@@ -81,6 +84,8 @@ export async function verifyAndFinalize(
 ): Promise<VerifiedAndFinalized> {
   const t0 = performance.now();
   const { vmId, source, destination, expectVersion } = input;
+  refuseUnsafeInput(vmId, source, destination);
+  refuseGenerations(source, destination);
   const verification = await verify(config, { vmId, destination, expectVersion });
   const verifyMs = performance.now() - t0;
   try {

@@ -289,6 +289,9 @@ describe('2. paths: hostile ids and generations are refused before anything is t
     ['verify', { vmId, destination: DST, expectVersion: '10.1.50' }],
     ['finalize', { vmId, source: SRC, destination: DST }],
     ['rollback', { vmId, source: SRC, destination: DST }],
+    ['inspectAndProbe', { vmId, label: 'new' }],
+    ['startAndMigrate', { vmId, source: SRC, destination: DST, plan: PLAN, policy: defaultPolicy, ramMiB: 16 }],
+    ['verifyAndFinalize', { vmId, source: SRC, destination: DST, expectVersion: '10.1.50' }],
   ];
 
   test.each(hostileIds.map((id) => [JSON.stringify(id) ?? String(id), id]))(
@@ -317,6 +320,16 @@ describe('2. paths: hostile ids and generations are refused before anything is t
           ['finalize', { vmId: VM, source: bad, destination: DST }],
           ['rollback', { vmId: VM, source: SRC, destination: bad }],
           ['rollback', { vmId: VM, source: bad, destination: DST }],
+          [
+            'startAndMigrate',
+            { vmId: VM, source: SRC, destination: bad, plan: PLAN, policy: defaultPolicy, ramMiB: 16 },
+          ],
+          [
+            'startAndMigrate',
+            { vmId: VM, source: bad, destination: DST, plan: PLAN, policy: defaultPolicy, ramMiB: 16 },
+          ],
+          ['verifyAndFinalize', { vmId: VM, source: SRC, destination: bad, expectVersion: '10.1.50' }],
+          ['verifyAndFinalize', { vmId: VM, source: bad, destination: DST, expectVersion: '10.1.50' }],
         ] as const) {
           await expectRefused(call(name, input), failureTypes.notAllowed, name);
         }
