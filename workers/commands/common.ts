@@ -2,7 +2,9 @@
 // no koffi at load, so `fleet-upgrade --help` and `vm status` load only what they use (workers/cli.ts imports
 // each command's module when that command runs). The shared names come from workflows/names.ts, which is
 // pure and loads nothing.
+import { createRequire } from 'node:module';
 import type { Command } from 'commander';
+import type * as Protobuf from 'protobufjs/light';
 import type { Client } from '@temporalio/client';
 import { PeerError } from '../cli-errors';
 import { connectClient, settingsFromEnv, type TemporalSettings } from '../temporal-connection';
@@ -36,6 +38,7 @@ export function settingsOf(f: TemporalFlags): TemporalSettings {
 export async function withClient<T>(flags: TemporalFlags, use: (client: Client) => Promise<T>): Promise<T> {
   const settings = settingsOf(flags);
   const { Client } = await import('@temporalio/client');
+  lazyServiceMethods();
   let connection;
   try {
     connection = await connectClient(settings);
@@ -46,5 +49,45 @@ export async function withClient<T>(flags: TemporalFlags, use: (client: Client) 
     return await use(new Client({ connection, namespace: settings.namespace }));
   } finally {
     await connection.close();
+  }
+}
+
+/**
+ * A Connection builds a function for each of the ~120 methods of the services it reaches, and protobufjs,
+ * building one, makes the classes of its request and its reply then and there: ~10 ms of CPU for a `vm
+ * status` that calls three of them. In the CLI's process they are made on a method's first call instead; the
+ * call is the same. Only over the protobufjs this was written for (8.x, whose Service.create is the loop
+ * below with the classes made up front); any other stays as it is.
+ */
+function lazyServiceMethods(): void {
+  try {
+    const pb = createRequire(require.resolve('@temporalio/proto'))('protobufjs/light') as typeof Protobuf;
+    const service = pb.Service.prototype;
+    const rpcCall = pb.rpc.Service.prototype.rpcCall as (this: unknown, ...args: unknown[]) => unknown;
+    const original = service.create as typeof service.create & { lazy?: true };
+    if (original.lazy || original.length !== 3 || !/resolvedRequestType\.ctor/.test(String(original))) return;
+    if (typeof rpcCall !== 'function' || typeof pb.util.lcFirst !== 'function') return;
+    service.create = Object.assign(
+      function create(
+        this: Protobuf.Service,
+        rpcImpl: Protobuf.RPCImpl,
+        requestDelimited = false,
+        responseDelimited = false,
+      ) {
+        const rpc = new pb.rpc.Service(rpcImpl, requestDelimited, responseDelimited);
+        const methods = rpc as unknown as Record<string, unknown>;
+        for (const method of this.methodsArray) {
+          const name = pb.util.lcFirst(method.resolve().name).replace(/[^$\w_]/g, '');
+          methods[name] = function rpcMethod(this: Protobuf.rpc.Service, request: object, callback: unknown) {
+            const [requestType, responseType] = [method.resolvedRequestType, method.resolvedResponseType];
+            return rpcCall.call(this, method, requestType!.ctor, responseType!.ctor, request, callback);
+          };
+        }
+        return rpc;
+      },
+      { lazy: true as const },
+    );
+  } catch {
+    // protobufjs as it is
   }
 }
