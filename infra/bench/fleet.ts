@@ -12,6 +12,13 @@
 // Afterwards every VM is checked from outside the workers: its record names generation 2 on the new
 // label, and its monitor answers `running` on the new version.
 //
+// A faulty size (`faultyShare`, `--sizes 4x250@5%`) arms a fault over QMP in that share of the VMs once the
+// host workers launched them (the faults of the rollout's scale test, infra/simulator/source-faults.ts; seeded:
+// FLEET_BENCH_FAULT_SEED=N replays), and gives every upgradeVm the scale test's policy (a stall is given up
+// after 5 s). A faulty VM may end upgraded, rolled back, failed or needing an operator; the healthy ones must
+// all be upgraded and verified. Its figures: the whole run's rate and the healthy VMs' rate, each against
+// the fault-free run of the same size in the same bench run, and the faulty VMs that held the tail.
+//
 // Setup choices (each an option): the dev server's SQLite file lives on tmpfs (/dev/shm) when there is
 // one, as its default in-memory mode would (on disk, fsyncs cost a third of the throughput here); host
 // workers alternate between the launch a user gets (`fleet-upgrade host-worker`, which applies its memory
@@ -20,7 +27,7 @@
 // under the same load. The CLI applies its settings by execve, so the pid spawned is the worker's: its
 // VmHWM is the worker's peak.
 //
-// Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250]
+// Run alone: `npm run build && node dist/infra/bench/fleet.js [--json] [--sizes 2x50,4x100,4x250@5%,4x250]
 // [--concurrency N] [--markdown]`; infra/bench/main.ts calls runFleetBench (and fleetBenchmarksMarkdown).
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -29,19 +36,25 @@ import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { listVmRecords } from '../../activities/host/vm-record';
 import { QmpClient } from '../../activities/qmp/client';
+import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { searchAttributeTypes, upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { startDevServer, type DevServer } from '../devserver';
+import { SOURCE_FAULTS, seededRandom, sourceFaultArgs, type SourceFault } from '../simulator/source-faults';
 import { pool, startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../worker-processes';
 
 export interface FleetSize {
   hosts: number;
   vmsPerHost: number;
+  /** Share of the VMs with a fault armed before the upgrades start, e.g. 0.05. Default 0: fault-free. */
+  faultyShare?: number;
 }
 
 export interface FleetBenchOptions {
-  /** Default: 2×50, 4×100, 4×250. */
+  /** Default: defaultFleetSizes (2×50, 4×100, 4×250 with 5 % of the VMs faulty, 4×250). */
   sizes?: FleetSize[];
+  /** Seed of the faulty sizes' choice of VMs and faults. Default: env FLEET_BENCH_FAULT_SEED, else the clock. */
+  faultSeed?: number;
   /** upgradeVm workflows in flight at once, all hosts together. Default 64. */
   concurrency?: number;
   /** Per host: `limits.maxConcurrentMigrations` (the host worker runs 6× as many activities). Default 8. */
@@ -119,20 +132,79 @@ export interface HostWorkerFigures {
   rssMiBOverTime: number[];
 }
 
+/** A faulty size's own figures. */
+export interface FaultyFigures {
+  /** Seed of the choice of faulty VMs and of their faults (FLEET_BENCH_FAULT_SEED=seed replays it). */
+  seed: number;
+  /** VMs with a fault armed. */
+  vms: number;
+  /** Fault (`phase:action`) → VMs armed with it. */
+  faultsArmed: Record<string, number>;
+  /** The policy every VM's upgradeVm was given (the faulty and the healthy ones). */
+  policy: Partial<MigrationPolicy>;
+  /** Outcome → faulty VMs. */
+  outcomes: Record<string, number>;
+  /** `outcome: what its monitor said afterwards` → faulty VMs, e.g. `rolled-back: running 10.0.50`. */
+  checked: Record<string, number>;
+  /** All VMs / wall: the same as upgradesPerSec. */
+  vmsPerSec: number;
+  /** Healthy VMs / first start → the last healthy VM's result. */
+  healthyVmsPerSec: number;
+  /** First start → the last healthy VM's result. */
+  healthyWallSec: number;
+  /** Start → close of each faulty VM's upgradeVm, ms. */
+  faultyWorkflowMs: Distribution;
+  /** History events of each healthy VM, and of each faulty VM. */
+  healthyHistoryEventsPerVm: Distribution;
+  faultyHistoryEventsPerVm: Distribution;
+  /** Fault → faulty VMs whose result came after the last healthy VM's: the run's tail. */
+  afterLastHealthy: Record<string, number>;
+  /** The longest faulty VMs, longest first: what held the run's tail. */
+  slowest: {
+    vm: string;
+    fault: string;
+    outcome: string;
+    /** Start → close of its upgradeVm. */
+    ms: number;
+    historyEvents: number;
+    /** Its longest phase, from its result. */
+    longestPhase?: { phase: string; ms: number };
+    /** Its activities, from its history. */
+    activities: ActivitySpan[];
+    reason?: string;
+  }[];
+  /** Against the fault-free run of the same hosts × VMs in the same bench run, when it had one. */
+  vsFaultFree?: {
+    upgradesPerSec: number;
+    wallSec: number;
+    /** vmsPerSec / the fault-free rate (the goal's figure). */
+    ratio: number;
+    /** healthyVmsPerSec / the fault-free rate. */
+    healthyRatio: number;
+  };
+}
+
 export interface FleetFigures {
   hosts: number;
   vmsPerHost: number;
   vms: number;
+  /** Share of the VMs with a fault armed; 0 for a fault-free run. */
+  faultyShare: number;
+  /** VMs without a fault: all of them in a fault-free run. */
+  healthyVms: number;
   /** Guest RAM of each VM, MiB. */
   memoryMiB: number;
   concurrency: number;
-  /** Outcome → count; every VM should be `upgraded`. */
+  /** Outcome → count, all VMs; every healthy VM must be `upgraded`. */
   outcomes: Record<string, number>;
-  /** VMs whose record and monitor, checked from outside afterwards, say they run the new version. */
+  /** Healthy VMs whose record and monitor, checked from outside afterwards, say they run the new version. */
   verifiedVms: number;
   /** First workflow start → last result. */
   wallSec: number;
+  /** All VMs (whatever their outcome) / wallSec. */
   upgradesPerSec: number;
+  /** A faulty size's own figures. */
+  faulty?: FaultyFigures;
   /** How long the host workers took from spawn to polling with their VMs launched (slowest host). */
   launchSec: number;
   /** Start → close of each upgradeVm, ms. */
@@ -170,21 +242,45 @@ export interface FleetFigures {
     upgradesPerSec: number;
     historyEventsPerVm: number;
     hostWorkerPeakRssMiB: number;
+    /** The least a faulty run's rate (all VMs / wall) may be of the fault-free run's. */
+    faultyRateRatio: number;
     upgradesPerSecMet: boolean;
     historyEventsPerVmMet: boolean;
+    /** A faulty run compared with a fault-free one: whether its rate met faultyRateRatio. */
+    faultyRateRatioMet?: boolean;
     /** Variant → whether every host worker run that way met the RSS goal. */
     hostRssMet: Record<string, boolean>;
   };
 }
 
-export const fleetGoals = { upgradesPerSec: 25, historyEventsPerVm: 30, hostWorkerPeakRssMiB: 150 };
+export const fleetGoals = {
+  upgradesPerSec: 25,
+  historyEventsPerVm: 30,
+  hostWorkerPeakRssMiB: 150,
+  faultyRateRatio: 0.7,
+};
+/**
+ * The faulty 4×250 before the fault-free one: callers take the last size as the headline figure (and the
+ * figures pair them whatever the order).
+ */
 export const defaultFleetSizes: FleetSize[] = [
   { hosts: 2, vmsPerHost: 50 },
   { hosts: 4, vmsPerHost: 100 },
+  { hosts: 4, vmsPerHost: 250, faultyShare: 0.05 },
   { hosts: 4, vmsPerHost: 250 },
 ];
 
+/** What a faulty run gives every upgradeVm, as the rollout's scale test does: a stall is given up after 5 s
+ *  without progress, not the default 150 s (one stalled VM would set the run's length). */
+export const faultyRunPolicy: Partial<MigrationPolicy> = { progressTimeoutSec: 5 };
+
 const round1 = (x: number) => Math.round(x * 10) / 10;
+
+/** `4×250`, or `4×250 @5 %` with faults. */
+export function sizeName(s: FleetSize, times = '×'): string {
+  const share = s.faultyShare ?? 0;
+  return `${s.hosts}${times}${s.vmsPerHost}${share > 0 ? ` @${round1(share * 100)} %` : ''}`;
+}
 
 export function distribution(values: number[]): Distribution {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -277,6 +373,45 @@ export function historyFigures(history: History): HistoryFigures {
   return { events: events.length, types, totalMs, activities, workflowTasks };
 }
 
+export interface ActivitySpan {
+  type: string;
+  /** Attempts the service recorded (retries included). */
+  attempts: number;
+  /** Scheduled → closed, ms. */
+  ms: number;
+  end: 'completed' | 'failed' | 'timed-out' | 'canceled' | 'open';
+}
+
+/** Each activity of a history: how many attempts, how long from scheduled to its end, and how it ended. */
+export function activitySpans(history: History): ActivitySpan[] {
+  const spans = new Map<number, ActivitySpan & { at: number }>();
+  const close = (id: unknown, at: number, end: ActivitySpan['end']) => {
+    const span = spans.get(Number(id));
+    if (span) Object.assign(span, { ms: Math.round(at - span.at), end });
+  };
+  for (const e of history.events ?? []) {
+    const type = Number(e.eventType);
+    const at = eventMs(e.eventTime);
+    if (type === E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) {
+      const name = e.activityTaskScheduledEventAttributes?.activityType?.name ?? '?';
+      spans.set(Number(e.eventId), { type: name, attempts: 0, ms: NaN, end: 'open', at });
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_STARTED) {
+      const a = e.activityTaskStartedEventAttributes;
+      const span = spans.get(Number(a?.scheduledEventId));
+      if (span) span.attempts = a?.attempt ?? 1;
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) {
+      close(e.activityTaskCompletedEventAttributes?.scheduledEventId, at, 'completed');
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_FAILED) {
+      close(e.activityTaskFailedEventAttributes?.scheduledEventId, at, 'failed');
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT) {
+      close(e.activityTaskTimedOutEventAttributes?.scheduledEventId, at, 'timed-out');
+    } else if (type === E.EVENT_TYPE_ACTIVITY_TASK_CANCELED) {
+      close(e.activityTaskCanceledEventAttributes?.scheduledEventId, at, 'canceled');
+    }
+  }
+  return [...spans.values()].map(({ type, attempts, ms, end }) => ({ type, attempts, ms, end }));
+}
+
 function vmSpecs(h: number, n: number, memoryMiB: number) {
   return Array.from({ length: n }, (_, v) => ({
     id: `vm${v}`,
@@ -289,25 +424,53 @@ function vmSpecs(h: number, n: number, memoryMiB: number) {
   }));
 }
 
-async function runningNewVersion(qmpSocket: string): Promise<boolean> {
-  const q = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 });
+/** What a VM's monitor says: `running 10.1.50`, `paused 10.0.50`, ..., or `no answer`. */
+async function monitorState(qmpSocket: string): Promise<string> {
   try {
-    const status = (await q.execute('query-status')) as { running?: boolean };
-    const { qemu: v } = (await q.execute('query-version')) as {
-      qemu?: { major: number; minor: number; micro: number };
-    };
-    return status.running === true && `${v?.major}.${v?.minor}.${v?.micro}` === '10.1.50';
-  } finally {
-    await q.close();
+    const q = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 });
+    try {
+      const status = (await q.execute('query-status')) as { running?: boolean; status?: string };
+      const { qemu: v } = (await q.execute('query-version')) as {
+        qemu?: { major: number; minor: number; micro: number };
+      };
+      const state = status.running === true ? 'running' : (status.status ?? 'stopped');
+      return `${state} ${v?.major}.${v?.minor}.${v?.micro}`;
+    } finally {
+      await q.close();
+    }
+  } catch {
+    return 'no answer';
   }
 }
+
+const NEW_STATE = 'running 10.1.50';
+/** Outcomes a VM with a fault armed may end in. */
+const FAULTY_OUTCOMES = new Set(['upgraded', 'rolled-back', 'failed', 'needs-operator']);
+
+/** Picks `count` distinct VMs of `refs` and a fault for each, from the seed (as the rollout's scale test). */
+function pickFaults(refs: string[], count: number, seed: number): Map<string, SourceFault> {
+  const rnd = seededRandom(seed);
+  const faulty = new Map<string, SourceFault>();
+  while (faulty.size < Math.min(count, refs.length)) {
+    const ref = refs[Math.floor(rnd() * refs.length)]!;
+    if (!faulty.has(ref)) faulty.set(ref, SOURCE_FAULTS[Math.floor(rnd() * SOURCE_FAULTS.length)]!);
+  }
+  return faulty;
+}
+
+const countOf = (values: Iterable<string>): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const v of values) out[v] = (out[v] ?? 0) + 1;
+  return Object.fromEntries(Object.entries(out).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])));
+};
 
 type Settings = Required<Omit<FleetBenchOptions, 'sizes' | 'devServerDynamicConfig'>> &
   Pick<FleetBenchOptions, 'devServerDynamicConfig'>;
 
 async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<FleetFigures> {
   const { say } = o;
-  const tag = `${size.hosts}x${size.vmsPerHost}`;
+  const faultyShare = size.faultyShare ?? 0;
+  const tag = `${size.hosts}x${size.vmsPerHost}${faultyShare > 0 ? `f${round1(faultyShare * 100)}` : ''}`;
   const dir = path.join(base, tag);
   mkdirSync(dir, { recursive: true });
   const dbFile = path.join(o.dbDir, `fu-fleet-${process.pid}-${tag}.db`);
@@ -375,8 +538,41 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     connection = await Connection.connect({ address: server.address });
     const client = new Client({ connection, namespace: server.namespace });
     // Interleaved, so every host works from the start.
-    const vms: { hostId: string; vmId: string }[] = [];
-    for (let v = 0; v < size.vmsPerHost; v++) for (const { hostId } of hosts) vms.push({ hostId, vmId: `vm${v}` });
+    const vms: { hostId: string; vmId: string; ref: string }[] = [];
+    for (let v = 0; v < size.vmsPerHost; v++) {
+      for (const { hostId } of hosts) vms.push({ hostId, vmId: `vm${v}`, ref: `${hostId}/vm${v}` });
+    }
+    const records = new Map<string, string>(); // ref → QMP socket
+    for (const { hostId, runtimeDir } of hosts) {
+      for (const r of await listVmRecords(runtimeDir)) records.set(`${hostId}/${r.id}`, r.qmpSocket);
+    }
+
+    // Faults, armed before the upgrades start while nothing else talks to the monitors.
+    const faults = pickFaults(
+      vms.map((v) => v.ref),
+      Math.round(vms.length * faultyShare),
+      o.faultSeed,
+    );
+    if (faults.size) {
+      await pool([...faults], 8, async ([ref, fault]) => {
+        const socket = records.get(ref);
+        if (!socket) throw new Error(`${ref}: no VM record to arm ${fault} in`);
+        const q = await QmpClient.connect(socket, { timeoutMs: 10_000 });
+        try {
+          await q.execute('x-sim-inject-fault', sourceFaultArgs(fault));
+        } finally {
+          await q.close();
+        }
+      });
+      say(
+        `  faults armed in ${faults.size} VMs (seed ${o.faultSeed}; FLEET_BENCH_FAULT_SEED=${o.faultSeed} replays): ${Object.entries(
+          countOf(faults.values()),
+        )
+          .map(([k, n]) => `${k}×${n}`)
+          .join(' ')}`,
+      );
+    }
+    const policy = faults.size ? faultyRunPolicy : undefined;
 
     const cpuNow = () => ({
       devServer: procCpuSec(server.pid),
@@ -400,17 +596,23 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       });
     sampleRss();
     const sampler = setInterval(sampleRss, 5_000);
-    let results: UpgradeVmResult[];
+    // Each VM's result (or why its workflow failed) and when it came, ms after the first start.
+    let ends: { result?: UpgradeVmResult; error?: string; atMs: number }[];
     try {
-      results = await pool(vms, o.concurrency, async ({ hostId, vmId }) => {
-        const r = (await client.workflow.execute('upgradeVm', {
-          taskQueue: 'fleet-upgrade',
-          workflowId: `upgrade-vm/${hostId}/${vmId}`,
-          args: [{ hostId, vmId, target: 'sim-new' }],
-          typedSearchAttributes: upgradeVmSearchAttributes({ hostId, vmId, target: 'sim-new' }),
-        })) as UpgradeVmResult;
-        done++;
-        return r;
+      ends = await pool(vms, o.concurrency, async ({ hostId, vmId }) => {
+        try {
+          const result = (await client.workflow.execute('upgradeVm', {
+            taskQueue: 'fleet-upgrade',
+            workflowId: `upgrade-vm/${hostId}/${vmId}`,
+            args: [{ hostId, vmId, target: 'sim-new', ...(policy ? { policy } : {}) }],
+            typedSearchAttributes: upgradeVmSearchAttributes({ hostId, vmId, target: 'sim-new' }),
+          })) as UpgradeVmResult;
+          return { result, atMs: Date.now() - started };
+        } catch (err) {
+          return { error: err instanceof Error ? err.message : String(err), atMs: Date.now() - started };
+        } finally {
+          done++;
+        }
       });
     } finally {
       clearInterval(ticker);
@@ -439,10 +641,10 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     }));
     const orchestratorPeakRssMiB = procStatusMiB(orchestrator.child.pid!, 'VmHWM');
     const orchestratorEndRssMiB = procStatusMiB(orchestrator.child.pid!, 'VmRSS');
-    const outcomes: Record<string, number> = {};
-    for (const r of results) outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
-    const upgradesPerSec = round1(results.length / wallSec);
-    say(`  ${results.length} upgrades in ${wallSec.toFixed(1)} s: ${upgradesPerSec}/s`);
+    const outcomeOf = (i: number) => ends[i]!.result?.outcome ?? 'workflow-failed';
+    const outcomes = countOf(vms.map((_, i) => outcomeOf(i)));
+    const upgradesPerSec = round1(vms.length / wallSec);
+    say(`  ${vms.length} upgrades in ${wallSec.toFixed(1)} s: ${upgradesPerSec}/s ${JSON.stringify(outcomes)}`);
 
     // Where the time went, from the histories.
     const eventsPerVm: number[] = [];
@@ -451,8 +653,10 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
     const wtDispatch: number[] = [];
     const wtExecute: number[] = [];
     const perActivity = new Map<string, { dispatch: number[]; execute: number[] }>();
-    await pool(vms, 16, async ({ hostId, vmId }) => {
+    const historyOf = new Map<string, { events: number; totalMs: number }>();
+    await pool(vms, 16, async ({ hostId, vmId, ref }) => {
       const f = historyFigures(await client.workflow.getHandle(`upgrade-vm/${hostId}/${vmId}`).fetchHistory());
+      historyOf.set(ref, { events: f.events, totalMs: f.totalMs });
       eventsPerVm.push(f.events);
       for (const [t, n] of f.types) typeTotals.set(t, (typeTotals.get(t) ?? 0) + n);
       for (const wt of f.workflowTasks) {
@@ -475,14 +679,104 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       perVm.decide.push(f.totalMs - dispatch - execute);
     });
 
-    // Every VM accounted for, checked from outside the host workers.
-    let verifiedVms = 0;
-    for (const { runtimeDir } of hosts) {
-      const records = await listVmRecords(runtimeDir);
-      const ok = await pool(records, 16, async (r) =>
-        r.generation === 2 && r.binary.label === 'sim-new' ? runningNewVersion(r.qmpSocket).catch(() => false) : false,
+    // Every VM accounted for, checked from outside the host workers: the healthy ones (and any faulty one that
+    // says upgraded) at generation 2 on the new label, running the new version; the faulty ones by what their
+    // monitor says.
+    const recordsAfter = new Map<string, { generation: number; label: string; qmpSocket: string }>();
+    for (const { hostId, runtimeDir } of hosts) {
+      for (const r of await listVmRecords(runtimeDir)) {
+        recordsAfter.set(`${hostId}/${r.id}`, {
+          generation: r.generation,
+          label: r.binary.label,
+          qmpSocket: r.qmpSocket,
+        });
+      }
+    }
+    const checks = await pool(vms, 16, async ({ ref }) => {
+      const r = recordsAfter.get(ref);
+      if (!r) return { verified: false, state: 'no record' };
+      const state = await monitorState(r.qmpSocket);
+      return { verified: r.generation === 2 && r.label === 'sim-new' && state === NEW_STATE, state };
+    });
+    const healthy = vms.map((v) => !faults.has(v.ref));
+    const verifiedVms = checks.filter((c, i) => healthy[i] && c.verified).length;
+    const problems: string[] = [];
+    vms.forEach(({ ref }, i) => {
+      const end = ends[i]!;
+      const outcome = outcomeOf(i);
+      const why = end.error ?? end.result?.reason ?? '';
+      const fault = faults.get(ref);
+      if (!fault && (outcome !== 'upgraded' || !checks[i]!.verified)) {
+        problems.push(`${ref} (no fault): ${outcome}, monitor ${checks[i]!.state}${why ? `: ${why}` : ''}`);
+      } else if (fault && !FAULTY_OUTCOMES.has(outcome)) {
+        problems.push(`${ref} (${fault}): ${outcome}${why ? `: ${why}` : ''}`);
+      } else if (fault && outcome === 'upgraded' && !checks[i]!.verified) {
+        problems.push(`${ref} (${fault}): upgraded, but its record or monitor disagree (${checks[i]!.state})`);
+      }
+    });
+    if (problems.length) {
+      throw new Error(
+        `${sizeName(size)}: ${problems.length} VMs not as they should be:\n${problems.slice(0, 20).join('\n')}`,
       );
-      verifiedVms += ok.filter(Boolean).length;
+    }
+
+    let faulty: FaultyFigures | undefined;
+    if (faults.size) {
+      const healthyEnd = Math.max(0, ...ends.filter((_, i) => healthy[i]).map((e) => e.atMs)) / 1000;
+      const healthyCount = healthy.filter(Boolean).length;
+      const faultyIdx = vms.map((_, i) => i).filter((i) => !healthy[i]);
+      const longestFaulty = faultyIdx
+        .map((i) => {
+          const { ref } = vms[i]!;
+          const end = ends[i]!;
+          const h = historyOf.get(ref);
+          const longest = (end.result?.phases ?? []).reduce<{ phase: string; ms: number } | undefined>(
+            (a, p) => (!a || p.ms > a.ms ? { phase: p.phase, ms: p.ms } : a),
+            undefined,
+          );
+          // Without the bench's own folder in socket paths.
+          const reason = (end.error ?? end.result?.reason)?.replaceAll(`${dir}/`, '');
+          return {
+            vm: ref,
+            fault: faults.get(ref)!,
+            outcome: outcomeOf(i),
+            ms: Math.round(h?.totalMs ?? NaN),
+            historyEvents: h?.events ?? NaN,
+            ...(longest ? { longestPhase: { phase: longest.phase, ms: Math.round(longest.ms) } } : {}),
+            ...(reason ? { reason: reason.length > 200 ? `${reason.slice(0, 200)}…` : reason } : {}),
+          };
+        })
+        .sort((a, b) => b.ms - a.ms)
+        .slice(0, 5);
+      // Where their time went: each activity's attempts and length, from the history.
+      const slowest = await pool(longestFaulty, 5, async (x) => {
+        const [hostId, vmId] = x.vm.split('/');
+        const history = await client.workflow.getHandle(`upgrade-vm/${hostId}/${vmId}`).fetchHistory();
+        return { ...x, activities: activitySpans(history) };
+      });
+      faulty = {
+        seed: o.faultSeed,
+        vms: faults.size,
+        faultsArmed: countOf(faults.values()),
+        policy: faultyRunPolicy,
+        outcomes: countOf(faultyIdx.map((i) => outcomeOf(i))),
+        checked: countOf(faultyIdx.map((i) => `${outcomeOf(i)}: ${checks[i]!.state}`)),
+        afterLastHealthy: countOf(
+          faultyIdx.filter((i) => ends[i]!.atMs > healthyEnd * 1000).map((i) => faults.get(vms[i]!.ref)!),
+        ),
+        vmsPerSec: upgradesPerSec,
+        healthyVmsPerSec: round1(healthyCount / healthyEnd),
+        healthyWallSec: round1(healthyEnd),
+        faultyWorkflowMs: distribution(faultyIdx.map((i) => historyOf.get(vms[i]!.ref)?.totalMs ?? NaN)),
+        healthyHistoryEventsPerVm: distribution(
+          vms.filter((_, i) => healthy[i]).map((v) => historyOf.get(v.ref)?.events ?? NaN),
+        ),
+        faultyHistoryEventsPerVm: distribution(faultyIdx.map((i) => historyOf.get(vms[i]!.ref)?.events ?? NaN)),
+        slowest,
+      };
+      say(
+        `  healthy VMs: ${healthyCount} in ${faulty.healthyWallSec} s (${faulty.healthyVmsPerSec}/s); faulty: ${JSON.stringify(faulty.outcomes)}`,
+      );
     }
 
     const byFlags: Record<string, number> = {};
@@ -494,12 +788,15 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
       hosts: size.hosts,
       vmsPerHost: size.vmsPerHost,
       vms: vms.length,
+      faultyShare,
+      healthyVms: vms.length - faults.size,
       memoryMiB: o.memoryMiB,
       concurrency: o.concurrency,
       outcomes,
       verifiedVms,
       wallSec: round1(wallSec),
       upgradesPerSec,
+      ...(faulty ? { faulty } : {}),
       launchSec: round1(launchSec),
       workflowMs: distribution(perVm.total),
       historyEventsPerVm: distribution(eventsPerVm),
@@ -517,7 +814,7 @@ async function runOneSize(size: FleetSize, o: Settings, base: string): Promise<F
         client: round1(cpu.client),
         total: round1(cpuTotal),
       },
-      cpuSecPerUpgrade: Math.round((cpuTotal / results.length) * 1000) / 1000,
+      cpuSecPerUpgrade: Math.round((cpuTotal / vms.length) * 1000) / 1000,
       cores: os.cpus().length,
       machine: {
         busyPct: Math.round(((machineAfter.busy - machineBefore.busy) / machineTotal) * 100),
@@ -570,19 +867,42 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
     nodeArgs: options.nodeArgs ?? envArgs ?? [],
     dbDir: options.dbDir ?? process.env.FLEET_BENCH_DB_DIR ?? (existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir()),
     devServerDynamicConfig: options.devServerDynamicConfig,
+    faultSeed: options.faultSeed ?? Number(process.env.FLEET_BENCH_FAULT_SEED ?? Date.now() % 1_000_000),
     say: options.say ?? (() => undefined),
   };
+  if (!Number.isInteger(o.faultSeed)) throw new Error(`the fault seed must be an integer (got ${o.faultSeed})`);
   // Short: UNIX socket paths must stay under 108 bytes.
   const base = mkdtempSync(path.join('/tmp', 'fu-fleet-'));
   try {
     const figures: FleetFigures[] = [];
     for (const size of options.sizes ?? defaultFleetSizes) {
-      o.say(`fleet: ${size.hosts} hosts × ${size.vmsPerHost} VMs, ${o.concurrency} upgrades in flight`);
+      const share = size.faultyShare ?? 0;
+      o.say(
+        `fleet: ${size.hosts} hosts × ${size.vmsPerHost} VMs, ${o.concurrency} upgrades in flight${share > 0 ? `, faults in ${round1(share * 100)} % of the VMs` : ''}`,
+      );
       figures.push(await runOneSize(size, o, base));
     }
+    compareWithFaultFree(figures);
     return figures;
   } finally {
     rmSync(base, { recursive: true, force: true });
+  }
+}
+
+/** Each faulty run against the fault-free run of the same hosts × VMs, when the bench ran one. */
+function compareWithFaultFree(figures: FleetFigures[]): void {
+  for (const f of figures) {
+    if (!f.faulty) continue;
+    const free = figures.find((x) => !x.faulty && x.hosts === f.hosts && x.vmsPerHost === f.vmsPerHost);
+    if (!free) continue;
+    const ratio = Math.round((f.faulty.vmsPerSec / free.upgradesPerSec) * 100) / 100;
+    f.faulty.vsFaultFree = {
+      upgradesPerSec: free.upgradesPerSec,
+      wallSec: free.wallSec,
+      ratio,
+      healthyRatio: Math.round((f.faulty.healthyVmsPerSec / free.upgradesPerSec) * 100) / 100,
+    };
+    f.goals.faultyRateRatioMet = ratio >= fleetGoals.faultyRateRatio;
   }
 }
 
@@ -614,17 +934,87 @@ function rateText(figures: FleetFigures[], big: FleetFigures, ceiling: number, u
   );
 }
 
+/** Sizes in order: VMs, then hosts, then each faulty run after the fault-free one of its size. */
+function ordered(figures: FleetFigures[]): FleetFigures[] {
+  return [...figures].sort((a, b) => a.vms - b.vms || a.hosts - b.hosts || a.faultyShare - b.faultyShare);
+}
+
+/** `1000/1000`, or `950/950 healthy` for a faulty size. */
+const verifiedText = (f: FleetFigures) => `${f.verifiedVms}/${f.healthyVms}${f.faulty ? ' healthy' : ''}`;
+
+const kinds = (counts: Record<string, number>) =>
+  Object.entries(counts)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
+
+/** A faulty size against the fault-free run of its size: rates, outcomes, and what held the tail. */
+function faultyText(f: FleetFigures): string {
+  const x = f.faulty!;
+  const vs = x.vsFaultFree;
+  const pct = (r: number) => `${fmt(r * 100)} %`;
+  const name = sizeName(f, ' × ');
+  const freeName = `${f.hosts} × ${f.vmsPerHost}`;
+  const table = `| run | VMs | wall, s | VMs/s, all VMs / wall | of the fault-free rate | healthy VMs / until the last healthy one, /s | of the fault-free rate |
+|---|---|---|---|---|---|---|
+${vs ? `| ${freeName} | ${f.vms} | ${fmt(vs.wallSec, 1)} | ${fmt(vs.upgradesPerSec, 1)} | 100 % | ${fmt(vs.upgradesPerSec, 1)} | 100 % |\n` : ''}| ${name} | ${f.vms} | ${fmt(f.wallSec, 1)} | **${fmt(x.vmsPerSec, 1)}** | **${vs ? pct(vs.ratio) : 'n/a'}** | ${fmt(x.healthyVmsPerSec, 1)} (${f.healthyVms} in ${fmt(x.healthyWallSec, 1)} s) | ${vs ? pct(vs.healthyRatio) : 'n/a'} |`;
+  const goal = vs
+    ? `Goal ≥ ${pct(fleetGoals.faultyRateRatio)} of the fault-free rate, judged on the whole run: **${f.goals.faultyRateRatioMet ? 'met' : 'missed'}** (${pct(vs.ratio)}); the healthy VMs alone reach ${pct(vs.healthyRatio)}.`
+    : `This bench run had no fault-free ${freeName} to compare with (goal ≥ ${pct(fleetGoals.faultyRateRatio)} of its rate).`;
+  // The three longest, each activity that failed, was retried or took a second or more.
+  const slowest = x.slowest
+    .slice(0, 3)
+    .map((s) => {
+      const notable = s.activities.filter((a) => a.end !== 'completed' || a.attempts > 1 || a.ms >= 1000);
+      const steps = notable
+        .map(
+          (a) =>
+            `${a.type} ${a.end} after ${a.attempts} attempt${a.attempts === 1 ? '' : 's'} over ${fmt(a.ms / 1000, 1)} s`,
+        )
+        .join(', ');
+      return (
+        `${s.vm} (${s.fault}) ${s.outcome} after ${fmt(s.ms / 1000, 1)} s${steps ? `: ${steps}` : ''}` +
+        (s.reason ? ` (“${s.reason.replace(/\s+/g, ' ')}”)` : '')
+      );
+    })
+    .join('; ');
+  const tail = f.wallSec - x.healthyWallSec;
+  const later = Object.keys(x.afterLastHealthy).length
+    ? `; the ${fmt(tail, 1)} s after it belong to the faulty VMs that ended later — ${kinds(x.afterLastHealthy)}`
+    : '';
+  return `### With faults: ${name} (${x.vms} of ${f.vms} VMs faulty)
+
+The same fleet, with a fault armed over QMP (\`x-sim-inject-fault\`) in ${x.vms} VMs picked at random once the host
+workers launched them, before the upgrades start (seed ${x.seed}; \`FLEET_BENCH_FAULT_SEED=${x.seed}\` replays the choice):
+the source faults of the rollout's scale test (\`infra/simulator/source-faults.ts\`) — ${kinds(x.faultsArmed)}.
+Every VM's \`upgradeVm\` (faulty or not) is given the policy \`${JSON.stringify(x.policy)}\` as the scale test's
+rollout is, the strategies left at their default: a migration that stops making progress is given up after
+${x.policy.progressTimeoutSec ?? 'n/a'} s rather than the default 150 s, which one stalled VM alone would make the run's length.
+The fault-free row is the ${freeName} run of the same bench run.
+
+${table}
+
+${goal} Faulty VMs by outcome: ${kinds(x.outcomes)}; what their monitors said afterwards: ${kinds(x.checked)}. All
+${f.healthyVms} healthy VMs ended upgraded and verified (${verifiedText(f)}). History events per VM: healthy ${fmt(x.healthyHistoryEventsPerVm.mean, 1)}, faulty ${fmt(x.faultyHistoryEventsPerVm.mean, 1)} (p95 ${fmt(x.faultyHistoryEventsPerVm.p95)}, max ${fmt(x.faultyHistoryEventsPerVm.max)}); one faulty VM p50 ${fmt(x.faultyWorkflowMs.p50)} ms, max ${fmt(x.faultyWorkflowMs.max)} ms.
+
+What holds the tail: the last healthy VM was done at ${fmt(x.healthyWallSec, 1)} s of the run's ${fmt(f.wallSec, 1)} s${later}. The longest faulty VMs (from their results and histories): ${slowest}.
+`;
+}
+
 /** The fleet section of docs/BENCHMARKS.md: figures per size, and where the time goes at the largest. */
-export function fleetBenchmarksMarkdown(figures: FleetFigures[]): string {
-  if (!figures.length) return '';
+export function fleetBenchmarksMarkdown(all: FleetFigures[]): string {
+  if (!all.length) return '';
+  const figures = ordered(all);
+  const faultFree = figures.filter((f) => !f.faulty);
+  const faulty = figures.filter((f) => f.faulty);
   const variants = [...new Set(figures.flatMap((f) => Object.keys(f.hostWorkerPeakRssMiB)))];
   const rows = figures
     .map(
       (f) =>
-        `| ${f.hosts} × ${f.vmsPerHost} | **${fmt(f.upgradesPerSec, 1)}** | ${f.verifiedVms}/${f.vms} | ${fmt(f.historyEventsPerVm.mean, 1)} | ${variants.map((v) => fmt(f.hostWorkerPeakRssMiB[v])).join(' | ')} | ${fmt(f.orchestratorPeakRssMiB)} | ${fmt(f.cpuSecPerUpgrade, 3)} | ${fmt((f.cpuSec.devServer / f.cpuSec.total) * 100)} % | ${fmt(f.workflowMs.p50)} |`,
+        `| ${sizeName(f, ' × ')} | **${fmt(f.upgradesPerSec, 1)}** | ${verifiedText(f)} | ${fmt(f.historyEventsPerVm.mean, 1)} | ${variants.map((v) => fmt(f.hostWorkerPeakRssMiB[v])).join(' | ')} | ${fmt(f.orchestratorPeakRssMiB)} | ${fmt(f.cpuSecPerUpgrade, 3)} | ${fmt((f.cpuSec.devServer / f.cpuSec.total) * 100)} % | ${fmt(f.workflowMs.p50)} |`,
     )
     .join('\n');
-  const big = figures.reduce((a, b) => (b.vms > a.vms ? b : a));
+  // Where the time goes: at the largest fault-free size.
+  const big = (faultFree.length ? faultFree : figures).reduce((a, b) => (b.vms > a.vms ? b : a));
   const activities = Object.entries(big.activities)
     .map(
       ([name, a]) =>
@@ -649,7 +1039,7 @@ simulators (\`local\` dialect, 10.0.50 → 10.1.50); each worker launches its VM
 runs \`upgradeVm\` for every VM, ${big.concurrency} at a time, hosts interleaved; afterwards every VM's record and monitor are
 checked from outside. Host workers alternate between the launch a user gets (*defaults*: \`fleet-upgrade
 host-worker\` applies \`${variantName(tunedHostVariant)}\` itself) and Node's own defaults
-(\`${variantName(nodeDefaultsHostVariant)}\`). Goals: ≥ ${fleetGoals.upgradesPerSec} upgrades/s, ≤ ${fleetGoals.historyEventsPerVm} history events per VM, host worker peak RSS ≤ ${fleetGoals.hostWorkerPeakRssMiB} MiB.
+(\`${variantName(nodeDefaultsHostVariant)}\`). Goals: ≥ ${fleetGoals.upgradesPerSec} upgrades/s, ≤ ${fleetGoals.historyEventsPerVm} history events per VM, host worker peak RSS ≤ ${fleetGoals.hostWorkerPeakRssMiB} MiB; with faults in 5 % of the VMs (a size marked @5 %), ≥ ${fmt(fleetGoals.faultyRateRatio * 100)} % of the fault-free rate. A faulty size's upgrades/s counts every VM, whatever its outcome, and its verified column the healthy VMs.
 
 | fleet (hosts × VMs) | upgrades/s | verified | history events/VM | ${variants.map((v) => `host worker peak RSS, MiB (${v})`).join(' | ')} | orchestrator peak RSS, MiB | CPU s/upgrade (all processes) | dev server share of CPU | one VM, p50 ms |
 |---|---|---|---|${variants.map(() => '---|').join('')}---|---|---|---|
@@ -665,17 +1055,19 @@ ${activities}
 Workflow tasks: ${fmt(big.workflowTasks.perVm, 1)} per VM, dispatch p50 ${fmt(big.workflowTasks.dispatchMs.p50)} ms (p95 ${fmt(big.workflowTasks.dispatchMs.p95)}), execute p50 ${fmt(big.workflowTasks.executeMs.p50)} ms. One VM's ${fmt(big.perVmMsP50.total)} ms (p50) split: activities waiting ${fmt(big.perVmMsP50.activityDispatch)}, activities running ${fmt(big.perVmMsP50.activityExecute)}, workflow tasks and the service in between ${fmt(big.perVmMsP50.decide)}. Events per VM: ${types}.
 
 CPU while the upgrades ran: ${fmt(big.cpuSec.total, 1)} s over ${fmt(big.wallSec, 1)} s on ${big.cores} cores; the machine's cores were ${big.machine.busyPct} % busy, ${big.machine.benchPct} % with the bench's processes — dev server ${share(big.cpuSec.devServer)}, host workers ${share(big.cpuSec.hostWorkers)}, orchestrator ${share(big.cpuSec.orchestrator)}, client ${share(big.cpuSec.client)}.
-${rateText(figures, big, ceiling, upserts)}
+${rateText(faultFree.length ? faultFree : figures, big, ceiling, upserts)}
 Host worker peak RSS (highest of all sizes) — ${rssByVariant}. The difference is V8's heap sizing, not the VMs: Node lets the young generation grow to 16 MiB semispaces and the old generation grow to several times its live size between full collections (a host worker under steady load is never idle enough for V8's memory reducer), and glibc keeps a heap per thread of the core SDK; an in-process VM itself holds about 16 KiB of heap, 30 KiB resident.
-`;
+${faulty.map((f) => `\n${faultyText(f)}`).join('')}`;
 }
 
 /** One row per size, for console.table and the docs. */
 export function fleetSummaryRows(figures: FleetFigures[]): Record<string, string | number>[] {
-  return figures.map((f) => ({
-    fleet: `${f.hosts}×${f.vmsPerHost}`,
+  return ordered(figures).map((f) => ({
+    fleet: sizeName(f),
     'upgrades/s': f.upgradesPerSec,
-    verified: `${f.verifiedVms}/${f.vms}`,
+    'of fault-free': f.faulty?.vsFaultFree ? `${Math.round(f.faulty.vsFaultFree.ratio * 100)}%` : '',
+    'healthy/s': f.faulty ? f.faulty.healthyVmsPerSec : '',
+    verified: verifiedText(f),
     'events/VM': f.historyEventsPerVm.mean,
     ...Object.fromEntries(Object.entries(f.hostWorkerPeakRssMiB).map(([k, v]) => [`host peak RSS MiB (${k})`, v])),
     'orchestrator peak RSS MiB': f.orchestratorPeakRssMiB,
@@ -702,9 +1094,16 @@ function parseArgs(argv: string[]): { json: boolean; markdown: boolean; options:
       options.sizes = value()
         .split(',')
         .map((s) => {
-          const m = /^(\d+)x(\d+)$/.exec(s.trim());
-          if (!m) throw new Error(`--sizes takes HOSTSxVMS,... (got ${s})`);
-          return { hosts: Number(m[1]), vmsPerHost: Number(m[2]) };
+          const m = /^(\d+)x(\d+)(?:@(\d+(?:\.\d+)?)%)?$/.exec(s.trim());
+          if (!m) throw new Error(`--sizes takes HOSTSxVMS[@FAULTY%],... (got ${s})`);
+          const size: FleetSize = { hosts: Number(m[1]), vmsPerHost: Number(m[2]) };
+          if (m[3] !== undefined) {
+            const pct = Number(m[3]);
+            if (!(pct > 0 && pct < 100))
+              throw new Error(`--sizes: the faulty share must be above 0 and below 100 % (got ${s})`);
+            size.faultyShare = pct / 100;
+          }
+          return size;
         });
     } else if (a === '--concurrency') {
       options.concurrency = Number(value());
@@ -725,8 +1124,17 @@ if (require.main === module) {
       if (markdown) return void process.stdout.write(fleetBenchmarksMarkdown(figures));
       console.table(fleetSummaryRows(figures));
       for (const f of figures) {
+        if (f.faulty) {
+          const x = f.faulty;
+          console.log(
+            `${sizeName(f)}: seed ${x.seed}; faults ${JSON.stringify(x.faultsArmed)}; faulty outcomes ${JSON.stringify(x.outcomes)}; ` +
+              `all ${x.vmsPerSec}/s${x.vsFaultFree ? ` (${Math.round(x.vsFaultFree.ratio * 100)} % of ${x.vsFaultFree.upgradesPerSec}/s)` : ''}, ` +
+              `healthy ${x.healthyVmsPerSec}/s in ${x.healthyWallSec} s of ${f.wallSec} s; longest faulty: ` +
+              x.slowest.map((s) => `${s.vm} ${s.fault} ${s.outcome} ${s.ms} ms`).join(', '),
+          );
+        }
         console.log(
-          `${f.hosts}×${f.vmsPerHost}: per VM p50 ${f.perVmMsP50.total} ms = activities waiting ${f.perVmMsP50.activityDispatch} + running ${f.perVmMsP50.activityExecute} + deciding ${f.perVmMsP50.decide}; CPU s ${JSON.stringify(f.cpuSec)}`,
+          `${sizeName(f)}: per VM p50 ${f.perVmMsP50.total} ms = activities waiting ${f.perVmMsP50.activityDispatch} + running ${f.perVmMsP50.activityExecute} + deciding ${f.perVmMsP50.decide}; CPU s ${JSON.stringify(f.cpuSec)}`,
         );
         console.table(
           Object.fromEntries(

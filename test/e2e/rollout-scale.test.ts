@@ -20,6 +20,7 @@ import { listVmRecords, type VmRecord } from '../../activities/host/vm-record';
 import { QmpClient } from '../../activities/qmp/client';
 import { startDevServer, type DevServer } from '../../infra/devserver';
 import { readLedger, runningIntervals, type LedgerEvent } from '../../infra/simulator/ledger';
+import { SOURCE_FAULTS, seededRandom, sourceFaultArgs, type SourceFault } from '../../infra/simulator/source-faults';
 import { pool, startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../../infra/worker-processes';
 import type { RolloutResult } from '../../workflows/rollout';
 import { searchAttributeTypes } from '../../workflows/search-attributes';
@@ -40,35 +41,6 @@ const HISTORY_SLACK = 250;
 const OLD = '10.0.50';
 const NEW = '10.1.50';
 const SEED = Number(process.env.FLEET_SCALE_SEED ?? Date.now() % 1_000_000);
-
-/** Faults a source can suffer, by phase of its upgrade: its first command (inspect), migration setup, the
- *  active copy, the device state after the guest stopped. */
-const FAULTS = [
-  'qmp:error',
-  'qmp:crash',
-  'qmp:hang',
-  'setup:error',
-  'setup:crash',
-  'active:error',
-  'active:crash',
-  'active:hang',
-  'active:slow',
-  'device:error',
-  'device:crash',
-  'device:hang',
-] as const;
-
-/** mulberry32: a small seeded generator, so a failing run can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Host {
   hostId: string;
@@ -99,7 +71,7 @@ afterAll(async () => {
 });
 
 test(`a rollout of ${VMS} VMs with faults in ${FAULTY}: continue-as-new keeps histories bounded, limits hold, every VM accounted for`, async () => {
-  const rnd = random(SEED);
+  const rnd = seededRandom(SEED);
   process.stderr.write(`rollout-scale: seed ${SEED} (FLEET_SCALE_SEED=${SEED} replays it)\n`);
   server = await startDevServer({
     headless: true,
@@ -157,11 +129,11 @@ test(`a rollout of ${VMS} VMs with faults in ${FAULTY}: continue-as-new keeps hi
 
   // Arm the faults while nothing else talks to the monitors.
   const all = hosts.flatMap((host, h) => Array.from({ length: VMS_PER_HOST }, (_, v) => ({ host, h, v })));
-  const faulty = new Map<string, string>();
+  const faulty = new Map<string, SourceFault>();
   while (faulty.size < FAULTY) {
     const { host, v } = all[Math.floor(rnd() * all.length)]!;
     const ref = `${host.hostId}/vm${v}`;
-    if (!faulty.has(ref)) faulty.set(ref, FAULTS[Math.floor(rnd() * FAULTS.length)]!);
+    if (!faulty.has(ref)) faulty.set(ref, SOURCE_FAULTS[Math.floor(rnd() * SOURCE_FAULTS.length)]!);
   }
   const recordsBefore = new Map<string, VmRecord>();
   for (const host of hosts) {
@@ -169,10 +141,9 @@ test(`a rollout of ${VMS} VMs with faults in ${FAULTY}: continue-as-new keeps hi
   }
   expect(recordsBefore.size).toBe(VMS);
   await pool([...faulty], 8, async ([ref, fault]) => {
-    const [phase, action] = fault.split(':');
     const q = await QmpClient.connect(recordsBefore.get(ref)!.qmpSocket, { timeoutMs: 10_000 });
     try {
-      await q.execute('x-sim-inject-fault', { phase, action });
+      await q.execute('x-sim-inject-fault', sourceFaultArgs(fault));
     } finally {
       await q.close();
     }
