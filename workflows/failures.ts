@@ -11,6 +11,11 @@ export const failureTypes = {
   verificationFailed: 'VerificationFailed',
   /** A destination QEMU exited by itself before it was ready: the same launch would fail the same way. */
   launchFailed: 'LaunchFailed',
+  /**
+   * The source's monitor did not answer in time where a retry of the whole step would only wait again: the
+   * rollback that follows reconciles (and retries on its own while the source cannot be reached).
+   */
+  monitorUnresponsive: 'MonitorUnresponsive',
   /** Which process holds the guest cannot be told: every candidate was kept and an operator must decide. */
   needsOperator: 'NeedsOperator',
 } as const;

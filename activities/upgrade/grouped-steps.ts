@@ -8,6 +8,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { agreedTransferList } from '../../workflows/decisions/plan';
 import { failureTypes, retryableFailureTypes } from '../../workflows/failures';
 import type { HostConfig } from '../host/config';
+import { QmpTimeoutError } from '../qmp/errors';
 import type {
   DestinationStarted,
   HostActivities,
@@ -24,14 +25,20 @@ import { probeTarget } from './probe-target';
 import { startDestination } from './start-destination';
 import { verify } from './verify';
 
+/**
+ * Steps 1–2. A source whose monitor does not answer is asked once more (`attempt` 1), then the step fails
+ * without waiting out the timeout three more times: nothing was touched, and the VM is left as it runs.
+ */
 export async function inspectAndProbe(
   config: HostConfig,
   input: Parameters<HostActivities['inspectAndProbe']>[0],
+  attempt: number,
 ): Promise<InspectedAndProbed> {
-  const [source, target] = await Promise.all([
-    inspectSource(config, { vmId: input.vmId }),
-    probeTarget(config, { label: input.label }),
-  ]);
+  const inspected = inspectSource(config, { vmId: input.vmId }).catch((err: unknown) => {
+    if (attempt < 2 || !(err instanceof QmpTimeoutError)) throw err;
+    throw ApplicationFailure.nonRetryable(err.message, failureTypes.monitorUnresponsive);
+  });
+  const [source, target] = await Promise.all([inspected, probeTarget(config, { label: input.label })]);
   return { source, target };
 }
 

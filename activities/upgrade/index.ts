@@ -23,7 +23,7 @@ export function createHostActivities(config: HostConfig): HostActivities {
     verify: (input) => beating(() => verify(config, input)),
     finalize: (input) => beating(() => finalize(config, input)),
     rollback: (input) => beating(() => rollback(config, input)),
-    inspectAndProbe: (input) => beating(() => inspectAndProbe(config, input)),
+    inspectAndProbe: (input) => beating(() => inspectAndProbe(config, input, Context.current().info.attempt)),
     // The slot is taken before the destination starts: no more destinations wait than may migrate.
     startAndMigrate: (input) =>
       holdingSlot(migrations, (side) => startAndMigrate(config, input, side), input.progressWorkflowId),

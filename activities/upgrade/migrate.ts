@@ -11,6 +11,7 @@ import { queryStatus } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
 import { socketPath } from '../host/paths';
 import type { QmpClient } from '../qmp/client';
+import { QmpTimeoutError } from '../qmp/errors';
 import type { QmpEvent } from '../qmp/messages';
 import type { HostActivities, MigrationOutcome, MigrationProgress } from './api';
 import { cancelMigration, outgoingMigration, queryMigrate, type MigrateInfo } from './migration-state';
@@ -377,6 +378,12 @@ async function explain(
   if (!isAlive(destination)) {
     return fail(failureTypes.processLost, `destination QEMU (pid ${destination.pid}) exited during the migration`, ran);
   }
-  // Anything else (a QMP timeout, a lost connection) is transient: a retry reconciles with what QEMU reports.
+  // A source whose monitor stopped answering: retrying the step would wait out the same timeout again (five
+  // times); the rollback (or, once the destination may have run, verify) reconciles instead.
+  if (err instanceof QmpTimeoutError && err.peer === source.qmpSocket) {
+    return fail(failureTypes.monitorUnresponsive, err.message, ran);
+  }
+  // Anything else (a lost connection, the destination's monitor late) is transient: a retry reconciles with
+  // what QEMU reports.
   return err;
 }
