@@ -4,12 +4,18 @@
 // runs even when it has the same length as the old one (V8 itself would take the old code), a `require` that
 // leads elsewhere after an install leads there, and a cache folder that cannot be used, or a damaged cache,
 // costs only time. Through the real command line (the compiled build) and a stand-in checkout around a copy
-// of bin/fleet-upgrade.js.
-import { spawnSync } from 'node:child_process';
+// of bin/fleet-upgrade.js. And `vm status`, which sends its progress query with its describe rather than
+// after it, answers as before: a run in flight with its progress, a closed one with its end and no progress.
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { projectRoot, requireRealPart } from '../../infra/real-parts';
+import type { UpgradeVmProgress } from '../../workflows/upgrade-vm';
+import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
+import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { useTmpDir } from '../helpers/tmp';
+
+jest.setTimeout(120_000);
 
 const bin = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
 const tmp = useTmpDir('qfcs');
@@ -123,4 +129,61 @@ test("a module's new content runs, and a require follows an install, whatever th
   writeFileSync(path.join(dep, 'c.js'), "exports.word = 'delta';\n");
   writeFileSync(path.join(dep, 'package.json'), '{"name":"dep","main":"c.js"}');
   expect(say()).toEqual({ code: 0, stdout: 'delta\n', stderr: '' });
+});
+
+describe('vm status against a dev server and the orchestrator worker', () => {
+  let harness: Harness | undefined;
+  afterAll(async () => {
+    await harness?.stop();
+  });
+
+  function status(...args: string[]): Promise<Run> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [bin, 'vm', 'status', '--host', 'nohost', '--vm', 'vm1', ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, TEMPORAL_ADDRESS: harness!.settings.address, TEMPORAL_NAMESPACE: 'default' },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.once('error', reject);
+      child.once('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  test('a run in flight answers with its progress; a closed run with its end, without progress', async () => {
+    requireRealPart('the compiled command line (npm run build)', path.join(projectRoot, 'dist', 'workers', 'cli.js'));
+    harness = await startHarness();
+    // No worker serves host `nohost`: the upgrade waits in its first phase, and answers its progress query.
+    const handle = await harness.client.workflow.start('upgradeVm', {
+      taskQueue: orchestratorTaskQueue,
+      workflowId: 'upgrade-vm/nohost/vm1',
+      args: [{ hostId: 'nohost', vmId: 'vm1', target: 'new' }],
+    });
+    const progress = await handle.query<UpgradeVmProgress>('progress');
+    const runId = handle.firstExecutionRunId;
+
+    const running = await status('--json');
+    expect(running).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(running.stdout)).toEqual({
+      workflowId: 'upgrade-vm/nohost/vm1',
+      runId,
+      status: 'RUNNING',
+      progress,
+    });
+    expect(await status()).toEqual({
+      code: 0,
+      stdout: `upgrade-vm/nohost/vm1 (${runId}): RUNNING\n  phase ${progress.phase}\n`,
+      stderr: '',
+    });
+
+    await handle.terminate('the test is over');
+    expect(JSON.parse((await status('--json')).stdout)).toEqual({
+      workflowId: 'upgrade-vm/nohost/vm1',
+      runId,
+      status: 'TERMINATED',
+    });
+    expect(await status()).toEqual({ code: 0, stdout: `upgrade-vm/nohost/vm1 (${runId}): TERMINATED\n`, stderr: '' });
+  });
 });

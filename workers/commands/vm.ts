@@ -2,6 +2,7 @@
 import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowFailedError,
+  WorkflowClient,
   WorkflowNotFoundError,
   type Client,
 } from '@temporalio/client';
@@ -172,6 +173,18 @@ export async function vmUpgrade(
 export async function vmStatus(client: Client, host: string, vm: string, json: boolean): Promise<string> {
   checkIds(host, vm);
   const handle = client.workflow.getHandle(upgradeWorkflowId(host, vm));
+  // A run in flight answers its progress query; a closed run's result says all of it. The query goes out with
+  // the describe rather than after it, a round trip less for a run in flight: the service itself refuses it
+  // when the run is closed (NOT_OPEN), as querying a closed run would make the orchestrator worker replay its
+  // whole history, for every `vm status` of a fleet-wide loop.
+  const progressQuery = new WorkflowClient({
+    connection: client.connection,
+    namespace: client.options.namespace,
+    queryRejectCondition: 'NOT_OPEN',
+  })
+    .getHandle(handle.workflowId)
+    .query<UpgradeVmProgress>('progress')
+    .catch(() => undefined);
   let description;
   try {
     description = await handle.describe();
@@ -181,10 +194,7 @@ export async function vmStatus(client: Client, host: string, vm: string, json: b
     throw err;
   }
   const status = description.status.name;
-  // A run in flight answers its progress query; a closed run's result says all of it. Querying a closed run
-  // would make the orchestrator worker replay its whole history, for every `vm status` of a fleet-wide loop.
-  const progress =
-    status === 'RUNNING' ? await handle.query<UpgradeVmProgress>('progress').catch(() => undefined) : undefined;
+  const progress = status === 'RUNNING' ? await progressQuery : undefined;
   const result = status === 'COMPLETED' ? ((await handle.result()) as UpgradeVmResult) : undefined;
   const view = { workflowId: handle.workflowId, runId: description.runId, status, progress, result };
   if (json) return JSON.stringify(view);
