@@ -86,7 +86,8 @@ function relaunchTuned() {
 // own under the OS's temporary folder (FLEET_UPGRADE_COMPILE_CACHE=<folder> puts it there, =0 turns it off).
 // Nothing about it fails a command: a folder that cannot be made or written, a file that cannot be read or
 // is damaged, cost only time. Not for the workers and the demo, which load several times as much (the file
-// would grow with it) and whose start is not what one waits for, nor under a debugger or a policy manifest.
+// would grow with it) and whose start is not what one waits for, nor under a debugger, a policy manifest or
+// --enable-source-maps.
 function quickStart() {
   const setting = process.env.FLEET_UPGRADE_COMPILE_CACHE || '';
   if (/^(0|off|no|false)$/i.test(setting)) return;
@@ -101,7 +102,7 @@ function quickStart() {
   }
   if (!quick) return;
   const given = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS || ''}`;
-  if (/--inspect|--debug|--experimental-policy/.test(given)) return;
+  if (/--inspect|--debug|--experimental-policy|--enable-source-maps/.test(given)) return;
   try {
     startupCache(nodeModule, setting);
   } catch {
