@@ -1,5 +1,6 @@
 // `fleet-upgrade demo` through the compiled command line on real QEMU with a real Linux guest: --keep leaves
-// the VM, its network namespace and the dev server running and lists them, `demo --stop` stops exactly those;
+// the VM, its network namespace and the dev server running and lists them, `demo --stop` stops exactly those
+// (on the simulator, whose VMs live in the demo's process, only the dev server stays);
 // Ctrl-C (SIGINT to the demo's whole process group, as a terminal sends it) stops the demo mid-way and
 // everything it started. As root: the guest's tap is on a bridge in the demo host's own namespace, pinged.
 import { execFileSync, spawn } from 'node:child_process';
@@ -154,6 +155,37 @@ test('--keep: one real Linux guest upgraded, pinged, its disk checked; what is l
     spawn(process.execPath, [CLI, 'demo', '--stop', dir], { stdio: 'ignore' }).once('close', resolve);
   });
   expect(again).toBe(2);
+});
+
+test('--keep on the simulator: the demo exits, its simulated VMs stop with it, the dev server stays until --stop', async () => {
+  const dir = path.join(tmp.path, 'keep-sim');
+  // Within the demo's own time, not the 240 s kill of demo(): a process kept alive by its simulated VMs fails.
+  const started = Date.now();
+  const run = await demo([
+    '--qemu',
+    'sim',
+    '--hosts',
+    '1',
+    '--vms-per-host',
+    '2',
+    '--json',
+    '--keep',
+    '--runtime-dir',
+    dir,
+  ]);
+  if (run.code !== 0) process.stderr.write(run.stderr);
+  expect(run.code).toBe(0);
+  expect(Date.now() - started).toBeLessThan(60_000);
+  const summary = JSON.parse(run.stdout) as DemoSummary;
+  expect(summary).toMatchObject({ state: 'completed', vms: 2, upgraded: 2 });
+  expect(summary.kept!.vms).toEqual([]);
+  expect(isProcessAlive(summary.kept!.devServer!.pid)).toBe(true);
+  const stopped = await new Promise<number | null>((resolve) => {
+    spawn(process.execPath, [CLI, 'demo', '--stop', dir], { stdio: 'ignore' }).once('close', resolve);
+  });
+  expect(stopped).toBe(0);
+  expect(isProcessAlive(summary.kept!.devServer!.pid)).toBe(false);
+  expect(processesNaming(dir)).toEqual([]);
 });
 
 test('Ctrl-C while the guests boot stops the demo and everything it started', async () => {

@@ -221,12 +221,15 @@ export async function runDemo(
         Promise.allSettled(workers.map((w) => w.done)),
         new Promise((r) => setTimeout(r, 15_000).unref()),
       ]);
-      if (keep) return;
+      // Simulated VMs live in this process and cannot outlive it: they stop even with --keep (which says so),
+      // or their monitors' sockets would keep the process from ever exiting.
+      if (keep && mode === 'real') return;
       for (const config of configs) {
         for (const r of await listVmRecords(config.runtimeDir).catch(() => [])) {
           await killQemu(r.pid, { graceMs: 1000, expectArg: r.qmpSocket }).catch(() => undefined);
         }
       }
+      if (keep) return;
       killProcessesNaming(`${base}/`); // a QEMU launched while the records were read
       for (const net of networks) net.remove();
       await server?.stop().catch(() => undefined);
