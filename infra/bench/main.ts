@@ -128,8 +128,9 @@ export function oneVmMarkdown(real: RealQemuFigures): string {
     ? `The ratio misses its goal of ${ONE_VM_GOAL_RATIO} with ${missed.map((m) => `${m.ram} RAM (${f(m.overheadRatio, 2)})`).join(' and ')}. ` +
       `The raw baseline is the bare migration: the destination's start, the stream and the switchover. The saga adds, ` +
       `per VM, the start of a workflow and ${activityNames.length} activities, each a round trip through the Temporal ` +
-      `service (schedule, poll, complete) and a QMP connection of its own, and the source's full inspection ` +
-      `(\`query-qmp-schema\` is ~190 KB). Those costs are fixed per VM, not per byte: they weigh most where the ` +
+      `service (schedule, poll, complete) and a QMP connection of its own, the source's inspection (its state, ` +
+      `machine, memory and backends; its build's features come from the probe cache) and the verification of the ` +
+      `destination. Those costs are fixed per VM, not per byte: they weigh most where the ` +
       `migration itself is shortest, as with shared RAM. The guest's pause does not include any of them: the switchover ` +
       `runs inside one activity, driven by QEMU's events.`
     : `The ratio meets its goal of ${ONE_VM_GOAL_RATIO} in both modes.`;
