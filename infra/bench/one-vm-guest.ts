@@ -2,7 +2,6 @@
 // from its kernel and initramfs, with no disk and no NIC, its console on a serial log. It is measured only
 // once it has booted and idles (its /init sleeps and prints a tick a second), so neither the boot's CPU nor
 // a busy vCPU competes with the Temporal service and the workers for the machine's cores.
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { HostConfig } from '../../activities/host/config';
 import { launchVm } from '../../activities/host/vm-launch';
@@ -12,6 +11,7 @@ import type { RamMode } from '../../workflows/decisions/plan';
 import { waitForGuest } from '../guest/guest-vm';
 import { guestImage, guestKernelArgs } from '../guest/linux-guest';
 import { projectRoot } from '../real-parts';
+import { procCpuSec } from './fleet';
 
 /** The guest's RAM, as the demo and `host init` give the Linux test guest. */
 export const ONE_VM_GUEST_MIB = 256;
@@ -55,15 +55,6 @@ export interface BootedGuest {
   idleCpuShare: number;
 }
 
-/** CPU seconds (user + system) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The fields after the command name (which may hold spaces) start at its closing parenthesis.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 of proc(5), here 11 and 12 (state is field 3).
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 /**
  * Launches the guest and waits until it has booted and idles: `fu-ready`, then a tick (its /init reached
  * the loop that only sleeps), then `idleSampleMs` more, over which its QEMU's CPU is measured.
@@ -78,9 +69,9 @@ export async function bootOneVmGuest(
   const record = await launchVm({ config, spec });
   await waitForGuest(serialLog, (c) => c.ready && c.ticks >= 1, timeoutMs);
   const bootMs = performance.now() - t0;
-  const before = cpuSeconds(record.pid);
+  const before = procCpuSec(record.pid);
   const s0 = performance.now();
   await new Promise((r) => setTimeout(r, idleSampleMs));
-  const idleCpuShare = (cpuSeconds(record.pid) - before) / ((performance.now() - s0) / 1000);
+  const idleCpuShare = (procCpuSec(record.pid) - before) / ((performance.now() - s0) / 1000);
   return { record, serialLog, bootMs, idleCpuShare };
 }

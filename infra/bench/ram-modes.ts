@@ -1,11 +1,10 @@
 // Guest RAM copied through the migration stream vs shared by both QEMU processes (memfd share=on,
 // `x-ignore-shared`): one real 7.2 → 10.0.2 upgrade through the saga per RAM size and mode.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
-import { parseHostConfig } from '../../activities/host/config';
-import { killAllWith, silent } from './real-qemu';
+import { killAllWith, realQemuHost, silent } from './real-qemu';
 import { launchVm } from '../../activities/host/vm-launch';
 import { parseVmSpec } from '../../activities/host/vm-spec';
 import type { RamMode } from '../../workflows/decisions/plan';
@@ -67,15 +66,7 @@ export async function runRamModesBench(say: (s: string) => void = () => undefine
       dbFile: path.join(base, 't.db'),
     });
     const settings = { address: server.address, namespace: server.namespace };
-    const config = parseHostConfig({
-      hostId: 'bench-ram',
-      runtimeDir: path.join(base, 'rt'),
-      binaries: {
-        '7.2': { path: qemu72.binary, dataDirs: qemu72.dataDirs },
-        '10.0.2': { path: qemu10.binary, dataDirs: qemu10.dataDirs },
-      },
-    });
-    mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
+    const config = realQemuHost(base, 'bench-ram');
     connection = await connectClient(settings);
     const bundle = await bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: silent });
     for (const w of [await createOrchestratorWorker(settings, bundle), await createHostWorker(config, settings)]) {

@@ -270,15 +270,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
       dbFile: path.join(base, 't.db'),
     });
     const settings = { address: server.address, namespace: server.namespace };
-    const config = parseHostConfig({
-      hostId: 'bench',
-      runtimeDir: path.join(base, 'rt'),
-      binaries: {
-        '7.2': { path: qemu72.binary, dataDirs: qemu72.dataDirs },
-        '10.0.2': { path: qemu10.binary, dataDirs: qemu10.dataDirs },
-      },
-    });
-    mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
+    const config = realQemuHost(base, 'bench');
     const targetBinary = resolveBinary(config, '10.0.2');
     const target: RawTarget = {
       binary: targetBinary,
@@ -412,6 +404,20 @@ function latencyMedians(all: ActivityLatency[]): ActivityLatencyMedians {
       ];
     }),
   );
+}
+
+/** A host config allow-listing this machine's QEMU 7.2 and 10.0.2, under `<base>/rt` (made, 0700). */
+export function realQemuHost(base: string, hostId: string): HostConfig {
+  const config = parseHostConfig({
+    hostId,
+    runtimeDir: path.join(base, 'rt'),
+    binaries: {
+      '7.2': { path: qemu72.binary, dataDirs: qemu72.dataDirs },
+      '10.0.2': { path: qemu10.binary, dataDirs: qemu10.dataDirs },
+    },
+  });
+  mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
+  return config;
 }
 
 /** SIGKILL every process but this one whose command line contains all the given strings. */
