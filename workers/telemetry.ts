@@ -1,7 +1,7 @@
 // Metrics (Prometheus, prom-client) and structured JSON logs (pino) of both workers.
 //
-// Host worker: an activity interceptor times every host activity and, for `migrate`, counts migrations by
-// strategy and outcome and observes their duration and the guest's downtime; `listVms` results give the
+// Host worker: an activity interceptor times every host activity and, for those that migrate, counts
+// migrations by strategy and outcome and observes their duration and the guest's downtime; `listVms` results give the
 // VMs by QEMU label and state. Orchestrator worker: the `fleet` sink of the fleet workflows reports each
 // VM's outcome and each rollout's VMs by state. Logs carry host, VM, workflow and run ids.
 import http from 'node:http';
@@ -11,7 +11,7 @@ import type { LogLevel, LogMetadata, Logger } from '@temporalio/common';
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import pino from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { MigrationOutcome } from '../activities/upgrade/api';
+import type { MigrationOutcome, StartedAndMigrated } from '../activities/upgrade/api';
 import type { HostInventory } from '../activities/upgrade/inventory';
 import type { FleetSinks } from '../workflows/upgrade-host';
 
@@ -153,6 +153,17 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The activities that migrate: `startAndMigrate` (the saga's grouped step), and `migrate` alone. */
+const migratingActivities: ReadonlySet<string> = new Set(['migrate', 'startAndMigrate']);
+
+/** The migration an activity's result reports, if it migrated (a narrowed `startAndMigrate` did not). */
+function migrationOf(activity: string, out: unknown): MigrationOutcome | undefined {
+  if (activity === 'migrate') return out as MigrationOutcome;
+  if (activity !== 'startAndMigrate') return undefined;
+  const done = out as StartedAndMigrated;
+  return done.kind === 'migrated' ? done.migration : undefined;
+}
+
 /** Times host activities, counts migrations and logs each activity with host, VM, workflow and run ids. */
 export function hostTelemetry(hostId: string, log: pino.Logger = logger): ActivityInterceptorsFactory {
   return (ctx: Context) => ({
@@ -175,8 +186,8 @@ export function hostTelemetry(hostId: string, log: pino.Logger = logger): Activi
           const out = await next(input);
           const ms = performance.now() - started;
           hostActivities.observe({ host: hostId, activity, outcome: 'ok' }, ms / 1000);
-          if (activity === 'migrate') {
-            const m = out as MigrationOutcome;
+          const m = migrationOf(activity, out);
+          if (m) {
             hostMigrations.inc({ host: hostId, strategy: m.strategy, outcome: 'completed' });
             hostMigrationDuration.observe({ host: hostId, strategy: m.strategy }, m.totalTimeMs / 1000);
             if (m.downtimeMs !== null) {
@@ -201,7 +212,7 @@ export function hostTelemetry(hostId: string, log: pino.Logger = logger): Activi
           const ms = performance.now() - started;
           const cancelled = ctx.cancellationSignal.aborted;
           hostActivities.observe({ host: hostId, activity, outcome: cancelled ? 'cancelled' : 'failed' }, ms / 1000);
-          if (activity === 'migrate') {
+          if (migratingActivities.has(activity)) {
             const strategy =
               (input.args[0] as { plan?: { strategy?: string } } | undefined)?.plan?.strategy ?? 'unknown';
             hostMigrations.inc({ host: hostId, strategy, outcome: cancelled ? 'cancelled' : 'failed' });
