@@ -9,29 +9,20 @@ import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { launchVm } from '../../activities/host/vm-launch';
 import { readVmRecord } from '../../activities/host/vm-record';
 import { parseVmSpec } from '../../activities/host/vm-spec';
-import { QmpClient } from '../../activities/qmp/client';
 import { backendKey, backendOwner, readLedgerEvents, runningIntervals } from '../../infra/simulator';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { killQemusUnder } from '../helpers/cleanup';
-import { parseCounter, writeCounterGuest } from '../../infra/guest/counter-guest';
+import { writeCounterGuest } from '../../infra/guest/counter-guest';
 import { writeSimBinary } from '../helpers/sim-binaries';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
+import { counterOf, qmpOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(180_000);
 
 const dialects = ['backend-transfer-bool', 'backend-transfer-list', 'local'] as const;
-
-async function withQmp<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {
-  const q = await QmpClient.connect(socket);
-  try {
-    return await use(q);
-  } finally {
-    await q.close();
-  }
-}
 
 describe('upgradeVm on the simulator, per backend-transfer dialect', () => {
   let harness: Harness;
@@ -100,7 +91,7 @@ describe('upgradeVm on the simulator, per backend-transfer dialect', () => {
   test.each(dialects)('%s: the agreed list is handed over and ownership moves to the new process', async (dialect) => {
     const { config, ledger } = hosts.get(dialect)!;
     const before = await launch(dialect, 'v1');
-    const caps = await withQmp(before.qmpSocket, (q) => probeVm(q));
+    const caps = await qmpOf(before.qmpSocket, (q) => probeVm(q));
     expect(caps.backendTransfer.dialect).toBe(dialect);
     // The source's own answer (or, where the dialect cannot say, the taps it was launched with).
     const sourceList = caps.backendTransfer.transferable ?? ['net0', 'net1'];
@@ -122,9 +113,7 @@ describe('upgradeVm on the simulator, per backend-transfer dialect', () => {
     // Never two processes running the guest at once.
     const intervals = runningIntervals(events).sort((a, b) => a.from - b.from);
     for (let k = 1; k < intervals.length; k++) expect(intervals[k]!.from).toBeGreaterThanOrEqual(intervals[k - 1]!.to);
-    const counter = await withQmp(after!.qmpSocket, async (q) =>
-      parseCounter(String(await q.execute('human-monitor-command', { 'command-line': 'x /1wx 0x7e00' }))),
-    );
+    const counter = await counterOf(after!.qmpSocket);
     expect(counter).toBeGreaterThan(0);
   });
 
@@ -132,7 +121,7 @@ describe('upgradeVm on the simulator, per backend-transfer dialect', () => {
     const dialect = 'backend-transfer-list';
     const { config } = hosts.get(dialect)!;
     const before = await launch(dialect, 'v2');
-    const caps = await withQmp(before.qmpSocket, (q) => probeVm(q));
+    const caps = await qmpOf(before.qmpSocket, (q) => probeVm(q));
     const result = await upgrade(dialect, 'v2', {
       excludeBackends: caps.backendTransfer.transferable ?? [],
       requireBackendTransfer: true,
@@ -149,7 +138,7 @@ describe('upgradeVm on the simulator, per backend-transfer dialect', () => {
     const dialect = 'backend-transfer-list';
     const { config, ledger } = hosts.get(dialect)!;
     const before = await launch(dialect, 'v3');
-    const caps = await withQmp(before.qmpSocket, (q) => probeVm(q));
+    const caps = await qmpOf(before.qmpSocket, (q) => probeVm(q));
     const [, exclude] = caps.backendTransfer.transferable!;
     const result = await upgrade(dialect, 'v3', { excludeBackends: [exclude!] });
     // The excluded tap would have to be re-created while the live source holds it (EBUSY, as a real tap):

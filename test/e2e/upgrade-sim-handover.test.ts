@@ -11,12 +11,11 @@ import { isProcessAlive } from '../../activities/host/qemu-launcher';
 import { simulatedQemuOf, stopSimulatedQemus } from '../../activities/host/sim-launcher';
 import { launchAtStart } from '../../activities/host/vm-launch';
 import { listVmRecords } from '../../activities/host/vm-record';
-import { QmpClient } from '../../activities/qmp/client';
 import { backendKey, readLedger, readLedgerEvents, runningIntervals } from '../../infra/simulator';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
-import { parseCounter } from '../../infra/guest/counter-guest';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
+import { counterOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(180_000);
@@ -25,20 +24,6 @@ const VMS = [
   { id: 'small', memoryMiB: 64 },
   { id: 'large', memoryMiB: 16 * 1024 },
 ];
-
-async function qmp<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {
-  const q = await QmpClient.connect(socket);
-  try {
-    return await use(q);
-  } finally {
-    await q.close();
-  }
-}
-
-const counterOf = (socket: string) =>
-  qmp(socket, async (q) =>
-    parseCounter(String(await q.execute('human-monitor-command', { 'command-line': 'x /1wx 0x7e00' }))),
-  );
 
 describe('handover of taps and RAM on in-process simulated hosts', () => {
   let harness: Harness;

@@ -18,13 +18,12 @@ import { simulatedInstances, simulatedQemuOf, stopSimulatedQemus } from '../../a
 import { launchVm } from '../../activities/host/vm-launch';
 import { readVmRecord, type VmRecord } from '../../activities/host/vm-record';
 import { parseVmSpec } from '../../activities/host/vm-spec';
-import { QmpClient } from '../../activities/qmp/client';
 import { backendKey, backendOwner, readLedger, readLedgerEvents, runningIntervals } from '../../infra/simulator';
-import { parseCounter } from '../../infra/guest/counter-guest';
 import type { MigrationPolicy } from '../../workflows/decisions/policy';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
+import { counterOf, qmpOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
 jest.setTimeout(180_000);
@@ -35,20 +34,6 @@ const DESTINATION_KINDS = ['vhost-user'] as const;
 
 const tapPath = '/machine/peripheral/nic0/virtio-backend';
 const vhostPath = '/machine/peripheral/nic1/virtio-backend';
-
-async function qmp<T>(socket: string, use: (q: QmpClient) => Promise<T>): Promise<T> {
-  const q = await QmpClient.connect(socket);
-  try {
-    return await use(q);
-  } finally {
-    await q.close();
-  }
-}
-
-const counterOf = (socket: string) =>
-  qmp(socket, async (q) =>
-    parseCounter(String(await q.execute('human-monitor-command', { 'command-line': 'x /1wx 0x7e00' }))),
-  );
 
 /** The activity types the workflow scheduled, in order. */
 async function scheduledActivities(handle: WorkflowHandle): Promise<string[]> {
@@ -151,7 +136,7 @@ describe('upgradeVm when the destination takes fewer backends than the source', 
     const before = await launch('v1');
     const sourceInstance = simulatedQemuOf(before.pid)!.owner.instance;
     // The source takes both kinds, and says so.
-    expect(await qmp(before.qmpSocket, (q) => q.execute('query-backend-transfer-support'))).toEqual([
+    expect(await qmpOf(before.qmpSocket, (q) => q.execute('query-backend-transfer-support'))).toEqual([
       { path: tapPath },
       { path: vhostPath },
     ]);
@@ -244,7 +229,7 @@ describe('upgradeVm when the destination takes fewer backends than the source', 
         .filter((i) => i.vmId === 'v2')
         .map((i) => i.handle),
     ).toEqual([before.pid]);
-    expect(await qmp(before.qmpSocket, (q) => q.execute('query-status'))).toMatchObject({ status: 'running' });
+    expect(await qmpOf(before.qmpSocket, (q) => q.execute('query-status'))).toMatchObject({ status: 'running' });
     expect(backendOwner(ledger, backendKey('tap', 'nw-v2'))?.instance).toBe(sourceInstance);
     expect(backendOwner(ledger, backendKey('vhost-user', path.join(tmp.path, 'v2.vhost')))?.instance).toBe(
       sourceInstance,

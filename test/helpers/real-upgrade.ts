@@ -1,6 +1,6 @@
-// Readings of a VM under upgrade on real QEMU, shared by the real-QEMU fault and restart tests: a short QMP
-// conversation, the counter guest's value, the QEMU processes /proc shows for a VM, and a counter-guest VM
-// launched on QEMU 7.2 the product's way.
+// Readings of a VM under upgrade, shared by the real-QEMU fault and restart tests and the simulator's e2e
+// tests: a short QMP conversation, the counter guest's value, the QEMU processes /proc shows for a VM, and a
+// counter-guest VM launched on QEMU 7.2 the product's way.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { HostConfig } from '../../activities/host/config';
