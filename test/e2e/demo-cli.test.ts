@@ -55,6 +55,13 @@ function demo(args: string[], o: { interruptWhen?: RegExp } = {}): Promise<Run> 
   });
 }
 
+/** `demo --stop <dir>`'s exit code. */
+function demoStop(dir: string): Promise<number | null> {
+  return new Promise((resolve) => {
+    spawn(process.execPath, [CLI, 'demo', '--stop', dir], { stdio: 'ignore' }).once('close', resolve);
+  });
+}
+
 function processesNaming(dir: string): string[] {
   const out: string[] = [];
   for (const entry of readdirSync('/proc')) {
@@ -151,9 +158,7 @@ test('--keep: one real Linux guest upgraded, pinged, its disk checked; what is l
   expect(isProcessAlive(kept.devServer!.pid)).toBe(false);
   for (const ns of kept.netns) expect(namespaces()).not.toContain(ns);
 
-  const again = await new Promise<number | null>((resolve) => {
-    spawn(process.execPath, [CLI, 'demo', '--stop', dir], { stdio: 'ignore' }).once('close', resolve);
-  });
+  const again = await demoStop(dir);
   expect(again).toBe(2);
 });
 
@@ -180,9 +185,7 @@ test('--keep on the simulator: the demo exits, its simulated VMs stop with it, t
   expect(summary).toMatchObject({ state: 'completed', vms: 2, upgraded: 2 });
   expect(summary.kept!.vms).toEqual([]);
   expect(isProcessAlive(summary.kept!.devServer!.pid)).toBe(true);
-  const stopped = await new Promise<number | null>((resolve) => {
-    spawn(process.execPath, [CLI, 'demo', '--stop', dir], { stdio: 'ignore' }).once('close', resolve);
-  });
+  const stopped = await demoStop(dir);
   expect(stopped).toBe(0);
   expect(isProcessAlive(summary.kept!.devServer!.pid)).toBe(false);
   expect(processesNaming(dir)).toEqual([]);
