@@ -12,7 +12,7 @@ import type { UpgradeVmInput, UpgradeVmProgress, UpgradeVmResult } from '../../w
 import { upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { BadInputError, CliError, ExitCode } from '../cli-errors';
 import { orchestratorTaskQueue, SAFE_ID, SAFE_LABEL } from './common';
-import { workflowIds } from '../../workflows/names';
+import { messageNames, workflowIds } from '../../workflows/names';
 // The host-side commands (launch, resolve) and the policy schema (zod) are imported where used, so that the
 // client commands (status, upgrade, cancel, retry) load the Temporal client and little else.
 
@@ -183,7 +183,7 @@ export async function vmStatus(client: Client, host: string, vm: string, json: b
     queryRejectCondition: 'NOT_OPEN',
   })
     .getHandle(handle.workflowId)
-    .query<UpgradeVmProgress>('progress')
+    .query<UpgradeVmProgress>(messageNames.progressQuery)
     .catch(() => undefined);
   let description;
   try {
@@ -288,7 +288,7 @@ export async function vmCancel(
   }
   const runId = description.runId;
   const pinned = client.workflow.getHandle(handle.workflowId, runId);
-  const phase = (await pinned.query<UpgradeVmProgress>('progress').catch(() => undefined))?.phase;
+  const phase = (await pinned.query<UpgradeVmProgress>(messageNames.progressQuery).catch(() => undefined))?.phase;
   await pinned.cancel();
   const done = (view: Omit<CancelView, 'workflowId' | 'runId'>, exitCode: number) => ({
     text: json ? JSON.stringify({ workflowId: handle.workflowId, runId, ...view }) : view.message,
