@@ -2,15 +2,12 @@
 // from its kernel and initramfs, with no disk and no NIC, its console on a serial log. It is measured only
 // once it has booted and idles (its /init sleeps and prints a tick a second), so neither the boot's CPU nor
 // a busy vCPU competes with the Temporal service and the workers for the machine's cores.
-import path from 'node:path';
 import type { HostConfig } from '../../activities/host/config';
 import { launchVm } from '../../activities/host/vm-launch';
 import type { VmRecord } from '../../activities/host/vm-record';
-import { parseVmSpec, type VmSpec } from '../../activities/host/vm-spec';
+import type { VmSpec } from '../../activities/host/vm-spec';
 import type { RamMode } from '../../workflows/decisions/plan';
-import { waitForGuest } from '../guest/guest-vm';
-import { guestImage, guestKernelArgs } from '../guest/linux-guest';
-import { projectRoot } from '../real-parts';
+import { linuxGuestVm, waitForGuest } from '../guest/guest-vm';
 import { procCpuSec } from './fleet';
 
 /** The guest's RAM, as the demo and `host init` give the Linux test guest. */
@@ -28,20 +25,13 @@ export interface OneVmGuestOptions {
 }
 
 export function oneVmGuestSpec(o: OneVmGuestOptions): { spec: VmSpec; serialLog: string } {
-  const { kernel, initrd } = guestImage(projectRoot);
-  const serialLog = path.join(o.dir, `${o.id}.console.log`);
-  const spec = parseVmSpec({
+  const { spec, serialLog } = linuxGuestVm({
     id: o.id,
     binary: o.binary,
-    machine: 'pc-i440fx-7.2',
-    accel: 'tcg',
+    dir: o.dir,
     memoryMiB: o.memoryMiB ?? ONE_VM_GUEST_MIB,
-    memoryBackend: 'memfd',
-    memoryShared: o.ram === 'shared',
-    kernel,
-    initrd,
-    append: guestKernelArgs({}),
-    serialLog,
+    noDisk: true,
+    memfd: { shared: o.ram === 'shared' },
   });
   return { spec, serialLog };
 }

@@ -22,17 +22,23 @@ export interface LinuxGuestOptions {
   memoryMiB?: number;
   /** A NIC on this tap (on `bridge`, if given), the guest at `ip` (`10.77.0.11/24`), with its own MAC. */
   nic?: { tap: string; bridge?: string; ip: string; mac: string };
+  /** No data disk (the guest then writes nothing): default, one. */
+  noDisk?: boolean;
+  /** Guest RAM in a memfd, shared (`share=on`) or not; default: the spec's default backend. */
+  memfd?: { shared: boolean };
 }
 
 export function linuxGuestVm(o: LinuxGuestOptions): LinuxGuestVm {
   const { kernel, initrd } = guestImage(projectRoot);
   const disk = path.join(o.dir, `${o.id}.data.raw`);
-  // Sparse, 8 MiB: the guest's writes cycle through its first 2049 sectors.
-  const fd = openSync(disk, 'w', 0o600);
-  try {
-    ftruncateSync(fd, 8 * 1024 * 1024);
-  } finally {
-    closeSync(fd);
+  if (!o.noDisk) {
+    // Sparse, 8 MiB: the guest's writes cycle through its first 2049 sectors.
+    const fd = openSync(disk, 'w', 0o600);
+    try {
+      ftruncateSync(fd, 8 * 1024 * 1024);
+    } finally {
+      closeSync(fd);
+    }
   }
   const serialLog = path.join(o.dir, `${o.id}.console.log`);
   const spec = parseVmSpec({
@@ -41,11 +47,12 @@ export function linuxGuestVm(o: LinuxGuestOptions): LinuxGuestVm {
     machine: 'pc-i440fx-7.2',
     accel: 'tcg',
     memoryMiB: o.memoryMiB ?? 256,
+    ...(o.memfd ? { memoryBackend: 'memfd', memoryShared: o.memfd.shared } : {}),
     kernel,
     initrd,
-    append: guestKernelArgs({ ...(o.nic ? { ip: o.nic.ip } : {}), disk: '/dev/vda' }),
+    append: guestKernelArgs({ ...(o.nic ? { ip: o.nic.ip } : {}), ...(o.noDisk ? {} : { disk: '/dev/vda' }) }),
     serialLog,
-    drives: [{ id: 'data', file: disk, format: 'raw', interface: 'virtio' }],
+    ...(o.noDisk ? {} : { drives: [{ id: 'data', file: disk, format: 'raw', interface: 'virtio' }] }),
     ...(o.nic
       ? {
           netdevs: [{ id: 'net0', type: 'tap', ifname: o.nic.tap, ...(o.nic.bridge ? { bridge: o.nic.bridge } : {}) }],
