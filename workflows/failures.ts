@@ -13,7 +13,7 @@ export const failureTypes = {
   launchFailed: 'LaunchFailed',
   /**
    * The source's monitor did not answer in time where a retry of the whole step would only wait again: the
-   * rollback that follows reconciles (and retries on its own while the source cannot be reached).
+   * rollback that follows reconciles; if the source is silent there too, the VM is left to an operator.
    */
   monitorUnresponsive: 'MonitorUnresponsive',
   /** Which process holds the guest cannot be told: every candidate was kept and an operator must decide. */

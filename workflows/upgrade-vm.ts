@@ -44,7 +44,8 @@ export interface UpgradeVmInput {
 
 /**
  * `needs-operator`: which process holds the guest could not be told (the destination may have run it and then
- * died or hung); every candidate process was kept and the VM's record says so (`fleet-upgrade vm resolve`).
+ * died or hung), or whether the one that holds it runs (its monitor did not answer twice); every candidate
+ * process was kept and the VM's record says so (`fleet-upgrade vm resolve`).
  */
 export type UpgradeOutcome = 'upgraded' | 'already-on-target' | 'refused' | 'rolled-back' | 'failed' | 'needs-operator';
 
@@ -447,7 +448,10 @@ class VmSaga {
     this.enter('rollback');
     let rollback: RollbackOutcome;
     try {
-      rollback = this.result.rollback = await CancellationScope.nonCancellable(() => this.host.rollback(this.step));
+      // A source that already did not answer is asked once more, not five times.
+      const sourceSilent = failureOf(err).types.has(failureTypes.monitorUnresponsive);
+      const input = sourceSilent ? { ...this.step, sourceSilent } : this.step;
+      rollback = this.result.rollback = await CancellationScope.nonCancellable(() => this.host.rollback(input));
     } catch (rollbackErr) {
       if (needsOperator(rollbackErr)) {
         return this.finish('needs-operator', `${reasonOf(err)}; ${reasonOf(rollbackErr)}`);

@@ -99,7 +99,13 @@ export interface HostActivities {
   }): Promise<MigrationOutcome>;
   verify(input: { vmId: string; destination: ProcessRef; expectVersion: string }): Promise<Verification>;
   finalize(input: { vmId: string; source: ProcessRef; destination: ProcessRef }): Promise<void>;
-  rollback(input: { vmId: string; source: ProcessRef; destination: ProcessRef }): Promise<RollbackOutcome>;
+  rollback(input: {
+    vmId: string;
+    source: ProcessRef;
+    destination: ProcessRef;
+    /** The step that failed timed out on the source's monitor (MonitorUnresponsive): one more silence is final. */
+    sourceSilent?: boolean;
+  }): Promise<RollbackOutcome>;
   // The saga's steps grouped where no decision of the workflow falls between them: one round trip each.
   inspectAndProbe(input: { vmId: string; label: string }): Promise<InspectedAndProbed>;
   /** startDestination, then (unless the destination narrows the plan) migrate, holding a migration slot. */

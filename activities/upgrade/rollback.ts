@@ -12,7 +12,7 @@ import { queryStatus } from '../capabilities/probe';
 import type { HostConfig } from '../host/config';
 import { killQemu } from '../host/qemu-launcher';
 import { deleteTap } from '../host/taps';
-import { readVmRecord, writeVmRecord } from '../host/vm-record';
+import { readVmRecord, writeVmRecord, type VmRecord } from '../host/vm-record';
 import type { HostActivities, RollbackOutcome } from './api';
 import { finalize, recreatedTaps, removeLeftovers } from './finalize';
 import { cancelMigration, inFlight, queryMigrate } from './migration-state';
@@ -31,7 +31,9 @@ import { destinationMayHaveRun, markResumed } from './resume-marker';
  * Undoes an upgrade that cannot go on, as the recovery table (workflows/decisions/recovery.ts) decides from what
  * both QEMUs report now: before the destination ever ran, the source resumes and the destination goes; once it
  * may have run, it is never killed — it becomes the VM's process when it holds the newest state, and otherwise
- * both processes are kept and the record says that an operator must decide.
+ * both processes are kept and the record says that an operator must decide. A source whose monitor does not
+ * answer is retried while the monitor may come back; but when the step that failed had already timed out on it
+ * (`sourceSilent`), a second silence leaves the VM to an operator, with the source kept as it is.
  */
 export async function rollback(
   config: HostConfig,
@@ -52,6 +54,7 @@ export async function rollback(
     mayHaveRun: destinationMayHaveRun(config, vmId, input.destination.generation),
     source: await settleSource(config, source, actions),
     destination: await destinationState(config, destination),
+    sourceSilentBefore: input.sourceSilent === true,
   };
   const action = recoveryAction(facts);
   switch (action.kind) {
@@ -83,18 +86,7 @@ export async function rollback(
         throw new Error(`${action.why} (pid ${source?.pid})`);
       }
       // The destination never ran: it holds nothing that is not (or was not) in the source.
-      if (destination && isAlive(destination)) {
-        await killQemu(destination.pid, { graceMs: 0, expectArg: destination.qmpSocket });
-        actions.push(`killed the destination (pid ${destination.pid}), which never ran`);
-      }
-      await forgetProcess(config, vmId, input.destination.generation);
-      if (record) {
-        for (const name of Object.values(await recreatedTaps(config, record.spec, input.destination.generation))) {
-          await deleteTap(config.netns, name);
-          actions.push(`deleted the re-created tap ${name}`);
-        }
-      }
-      await removeLeftovers(config, vmId, input.destination.generation);
+      await dropDestination(config, input, record, destination, actions);
       if (action.kind === 'lost') return { runningIn: null, actions: [...actions, action.why] };
       if (action.kind === 'retry') throw new Error(`${action.why} (pid ${source?.pid})`);
       const resumed = await withQmp(config, source!, async (qmp) => {
@@ -106,6 +98,7 @@ export async function rollback(
       return { runningIn: input.source, actions };
     }
     case 'operator': {
+      if (action.dropDestination) await dropDestination(config, input, record, destination, actions);
       const kept = [source, destination].filter((p): p is VmProcess => p !== undefined && isAlive(p));
       if (record) {
         await writeVmRecord(
@@ -127,13 +120,37 @@ export async function rollback(
         );
       }
       const which = kept.map((p) => `generation ${p.generation} (QEMU ${p.label}, pid ${p.pid})`).join(' and ');
+      const check = kept.length > 1 ? 'check which holds the guest' : 'check that it answers and holds the guest';
       throw ApplicationFailure.nonRetryable(
-        `an operator must decide: ${action.why}. Kept ${which || 'no live process'}; check which holds the guest, ` +
+        `an operator must decide: ${action.why}. Kept ${which || 'no live process'}; ${check}, ` +
           `then run \`fleet-upgrade vm resolve --config <host config> --vm ${vmId} --keep <generation>\``,
         failureTypes.needsOperator,
       );
     }
   }
+}
+
+/** Removes a destination that never ran: its process, its name in the process table, its taps and files. */
+async function dropDestination(
+  config: HostConfig,
+  input: Parameters<HostActivities['rollback']>[0],
+  record: VmRecord | undefined,
+  destination: VmProcess | undefined,
+  actions: string[],
+): Promise<void> {
+  const { vmId } = input;
+  if (destination && isAlive(destination)) {
+    await killQemu(destination.pid, { graceMs: 0, expectArg: destination.qmpSocket });
+    actions.push(`killed the destination (pid ${destination.pid}), which never ran`);
+  }
+  await forgetProcess(config, vmId, input.destination.generation);
+  if (record) {
+    for (const name of Object.values(await recreatedTaps(config, record.spec, input.destination.generation))) {
+      await deleteTap(config.netns, name);
+      actions.push(`deleted the re-created tap ${name}`);
+    }
+  }
+  await removeLeftovers(config, vmId, input.destination.generation);
 }
 
 /** Cancels an outgoing migration still in flight, then reads where the source is. */

@@ -619,10 +619,16 @@ async function checkInvariants(
     violations.push('the result says an operator must decide, the record does not');
   }
   // A process that may hold the only current copy of the guest is never killed by us: when an operator must
-  // decide, the destination is still alive, unless the result says it died by itself.
+  // decide, the destination is still alive, unless the result says it died by itself, or that it never ran
+  // (and the ledger agrees: no destination ever ran the guest).
   if (result?.outcome === 'needs-operator') {
     const dst = starts.find((e) => roleOf(e.instance) === 'destination' && alive(e.pid));
-    if (!dst && !/died/.test(result.reason ?? '')) violations.push('the destination that may have run is gone');
+    const neverRan =
+      /never ran and was removed/.test(result.reason ?? '') &&
+      !intervals.some((i) => roleOf(i.instance) === 'destination');
+    if (!dst && !/died/.test(result.reason ?? '') && !neverRan) {
+      violations.push('the destination that may have run is gone');
+    }
   }
 
   // 4. The record names a live process, and the one that runs the guest; or the result says it is not running.

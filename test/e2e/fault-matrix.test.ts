@@ -259,7 +259,7 @@ export const cases: MatrixCase[] = [
     fault: 'QMP hang',
     how: 'source active:hang (its monitor stops answering mid-migration)',
     plan: { source: ['active:hang'] },
-    expect: { outcome: 'failed', runs: 'source', reason: /rollback failed: .*may not be running/ },
+    expect: { outcome: 'needs-operator', runs: 'source', reason: /did not answer its monitor twice.*never ran and was removed/ },
   },
   {
     id: 'active-source-error',
@@ -323,7 +323,7 @@ export const cases: MatrixCase[] = [
     fault: 'QMP hang',
     how: 'source device:hang (guest stopped, monitor silent); the rollback kills the destination, so the source’s migration fails and it restarts its guest',
     plan: { source: ['device:hang'] },
-    expect: { outcome: 'failed', runs: 'source', reason: /may not be running/ },
+    expect: { outcome: 'needs-operator', runs: 'source', reason: /did not answer its monitor twice.*never ran and was removed/ },
   },
   {
     id: 'device-source-error',

@@ -173,9 +173,11 @@ test(`a rollout of ${VMS} VMs with faults in ${FAULTY}: continue-as-new keeps hi
   // Every VM accounted for, and only faulty VMs hurt.
   expect(r.outcome).toBe('completed');
   const { upgraded, 'rolled-back': rolledBack, failed } = r.vms;
-  expect(upgraded + rolledBack + failed).toBe(VMS);
+  // A source that hangs mid-migration and stays silent is left to an operator.
+  const needsOperator = r.vms['needs-operator'] ?? 0;
+  expect(upgraded + rolledBack + failed + needsOperator).toBe(VMS);
   expect(r.vms).toMatchObject({ pending: 0, 'in-flight': 0, refused: 0, 'already-on-target': 0 });
-  expect(r.failures).toHaveLength(rolledBack + failed);
+  expect(r.failures).toHaveLength(rolledBack + failed + needsOperator);
   for (const f of r.failures) {
     expect(
       faulty.has(`${f.hostId}/${f.vmId}`) ? 'faulty' : `unfaulted VM ${f.hostId}/${f.vmId} failed: ${f.reason}`,
@@ -236,13 +238,17 @@ test(`a rollout of ${VMS} VMs with faults in ${FAULTY}: continue-as-new keeps hi
             const status = (await q.execute('query-status')) as { status: string };
             const version = `${qemu.major}.${qemu.minor}.${qemu.micro}`;
             if (version !== runner.version) say(`its monitor answers ${version}, the ledger says ${runner.version}`);
-            if (outcome !== 'failed' && status.status !== 'running') say(`${outcome}, but ${status.status}`);
+            if (outcome !== 'failed' && outcome !== 'needs-operator' && status.status !== 'running') {
+              say(`${outcome}, but ${status.status}`);
+            }
           } finally {
             await q.close();
           }
         } catch (err) {
           // A source whose monitor hangs stays hung: the rollout must have said so.
-          if (outcome !== 'failed') say(`its monitor does not answer: ${(err as Error).message}`);
+          if (outcome !== 'failed' && outcome !== 'needs-operator') {
+            say(`its monitor does not answer: ${(err as Error).message}`);
+          }
         }
       },
     );
@@ -277,7 +283,8 @@ test(`a rollout of ${VMS} VMs with faults in ${FAULTY}: continue-as-new keeps hi
   for (const f of faulty.values()) faultsByKind.set(f, (faultsByKind.get(f) ?? 0) + 1);
   process.stderr.write(
     `rollout-scale: ${VMS} VMs in ${rolloutSec.toFixed(1)} s (${(VMS / rolloutSec).toFixed(1)} VMs/s): ` +
-      `${upgraded} upgraded, ${rolledBack} rolled back, ${failed} failed; faults armed ` +
+      `${upgraded} upgraded, ${rolledBack} rolled back, ${failed} failed, ${needsOperator} need an operator; ` +
+      `faults armed ` +
       `${[...faultsByKind].map(([k, n]) => `${k}×${n}`).join(' ')}; rollout runs ${rolloutRuns.length} ` +
       `(longest ${Math.max(...rolloutRuns)} events), upgradeHost runs ${hostRuns.map((x) => x.length).join('/')} ` +
       `(longest ${Math.max(...hostRuns.flat())}); most migrations at once per host ${atOnce.join('/')}\n`,

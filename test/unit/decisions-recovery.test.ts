@@ -8,18 +8,24 @@ import {
 } from '../../workflows/decisions/recovery';
 import { problemsOf, withDefaults } from '../../workflows/decisions/policy';
 
-const facts = (source: SourceState, destination: DestinationState, mayHaveRun: boolean): RecoveryFacts => ({
+const facts = (
+  source: SourceState,
+  destination: DestinationState,
+  mayHaveRun: boolean,
+  sourceSilentBefore = false,
+): RecoveryFacts => ({
   finalized: false,
   mayHaveRun,
   source,
   destination,
+  sourceSilentBefore,
 });
 const kind = (f: RecoveryFacts) => recoveryAction(f).kind;
 
 describe('recoveryAction', () => {
-  test('covers all 96 combinations with an answer', () => {
+  test('covers all 192 combinations with an answer', () => {
     const all = allRecoveryFacts();
-    expect(all).toHaveLength(96);
+    expect(all).toHaveLength(192);
     for (const f of all) expect(recoveryAction(f).kind).toEqual(expect.any(String));
   });
 
@@ -42,6 +48,27 @@ describe('recoveryAction', () => {
     for (const d of ['gone', 'holds-completed', 'incomplete', 'stopped', 'unreachable'] as const) {
       expect(kind(facts('running', d, false))).toBe('resume-source');
       expect(kind(facts('stopped', d, false))).toBe('resume-source');
+    }
+  });
+
+  test('a source silent twice is left to an operator; only a destination that never ran and holds no whole state goes', () => {
+    for (const d of ['gone', 'incomplete', 'stopped', 'unreachable'] as const) {
+      expect(kind(facts('unreachable', d, false, false))).toBe('retry');
+      expect(recoveryAction(facts('unreachable', d, false, true))).toEqual({
+        kind: 'operator',
+        why: expect.stringMatching(/did not answer its monitor twice.*never ran and was removed/),
+        dropDestination: true,
+      });
+    }
+    // The destination holds the whole state: both are kept, nothing is dropped.
+    expect(recoveryAction(facts('unreachable', 'holds-completed', false, true))).toEqual({
+      kind: 'operator',
+      why: expect.not.stringMatching(/removed/),
+      dropDestination: false,
+    });
+    // Once the destination may have run, the silence before changes nothing.
+    for (const f of allRecoveryFacts().filter((x) => x.mayHaveRun && x.sourceSilentBefore)) {
+      expect(recoveryAction(f)).toEqual(recoveryAction({ ...f, sourceSilentBefore: false }));
     }
   });
 

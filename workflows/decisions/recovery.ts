@@ -34,6 +34,11 @@ export interface RecoveryFacts {
   mayHaveRun: boolean;
   source: SourceState;
   destination: DestinationState;
+  /**
+   * The source's monitor already failed to answer once in this upgrade: the step that failed timed out on it,
+   * or an earlier attempt of the rollback found it so.
+   */
+  sourceSilentBefore: boolean;
 }
 
 export type RecoveryAction =
@@ -53,8 +58,12 @@ export type RecoveryAction =
    * processes; the source, hung or not, still holds the guest.
    */
   | { kind: 'retry'; why: string; dropDestination: boolean }
-  /** Keep every process as it is: an operator must decide which one holds the guest. */
-  | { kind: 'operator'; why: string };
+  /**
+   * Keep every process as it is: an operator must decide which one holds the guest, or whether the one that
+   * holds it runs. A destination that never ran and holds no complete state is dropped first
+   * (`dropDestination`), as for `retry`.
+   */
+  | { kind: 'operator'; why: string; dropDestination?: boolean };
 
 export function recoveryAction(f: RecoveryFacts): RecoveryAction {
   if (f.finalized) return { kind: 'already-finalized' };
@@ -82,12 +91,25 @@ export function recoveryAction(f: RecoveryFacts): RecoveryAction {
     case 'running':
     case 'stopped':
       return { kind: 'resume-source' };
-    case 'unreachable':
+    case 'unreachable': {
+      // Asked twice without an answer: waiting longer holds the upgrade (and a rollout's slot) on a monitor
+      // that may never answer, and nothing of ours would change meanwhile. The source is kept as it is.
+      const dropDestination = f.destination !== 'holds-completed';
+      if (f.sourceSilentBefore) {
+        return {
+          kind: 'operator',
+          why:
+            'the source QEMU did not answer its monitor twice, so whether the guest runs cannot be told' +
+            (dropDestination ? '; the destination never ran and was removed' : ''),
+          dropDestination,
+        };
+      }
       return {
         kind: 'retry',
         why: 'the source QEMU does not answer its monitor, so the VM may not be running',
-        dropDestination: f.destination !== 'holds-completed',
+        dropDestination,
       };
+    }
     case 'gone':
       if (f.destination === 'holds-completed') return { kind: 'resume-destination' };
       if (f.destination === 'unreachable') {
@@ -132,7 +154,9 @@ export function allRecoveryFacts(): RecoveryFacts[] {
   const out: RecoveryFacts[] = [];
   for (const finalized of [false, true])
     for (const mayHaveRun of [false, true])
-      for (const source of sources)
-        for (const destination of destinations) out.push({ finalized, mayHaveRun, source, destination });
+      for (const sourceSilentBefore of [false, true])
+        for (const source of sources)
+          for (const destination of destinations)
+            out.push({ finalized, mayHaveRun, sourceSilentBefore, source, destination });
   return out;
 }
