@@ -1,7 +1,8 @@
 // upgradeVm under real faults, on real QEMU through a real dev server: a destination that crashes
-// mid-migration, a migration whose progress stalls, and a host worker killed mid-migration and restarted.
+// mid-migration, a migration whose progress stalls, a source whose monitor stops answering, and a host worker
+// killed mid-migration and restarted.
 // Each ends with the VM running in exactly one process and the workflow's result saying what happened.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -129,6 +130,57 @@ describe('upgradeVm under faults (real QEMU)', () => {
     expect(result.rollback?.actions.join('; ')).toMatch(/killed the destination/);
     await expectStillOnSource(vm);
     await harness.stopHost(config.hostId);
+  });
+
+  test('the source stops answering mid-migration (SIGSTOP): left to an operator, who resumes it with vm resolve', async () => {
+    // Short QMP timeouts keep the two silences (the migration's, the rollback's) to seconds.
+    await harness.startHost({ ...config, limits: { ...config.limits, qmpTimeoutMs: 2_000 } });
+    const vm = await launch();
+    let stopped = false;
+    try {
+      const handle = await start(vm.id, { bandwidthLimitMiBps: slow });
+      const destination = await waitForDestination(config, vm.id, vm.generation + 1);
+      await waitForActiveMigration();
+      process.kill(vm.pid, 'SIGSTOP');
+      stopped = true;
+      const result = (await handle.result()) as UpgradeVmResult;
+      expect(result.outcome).toBe('needs-operator');
+      expect(result.reason).toMatch(/no answer to .* within 2000 ms/);
+      expect(result.reason).toMatch(/did not answer its monitor twice.*the destination never ran and was removed/);
+      expect(result.reason).toMatch(new RegExp(`Kept generation ${vm.generation} \\(QEMU 7\\.2, pid ${vm.pid}\\)`));
+      // The destination never ran and is gone; the source is kept, named in the record for the operator.
+      expect(qemuProcessesOf(config.runtimeDir, vm.id)).toEqual([vm.pid]);
+      expect(() => process.kill(destination, 0)).toThrow();
+      const record = await readVmRecord(config.runtimeDir, vm.id);
+      expect(record).toMatchObject({ generation: vm.generation, pid: vm.pid });
+      expect(record?.attention?.processes.map((p) => p.pid)).toEqual([vm.pid]);
+
+      // Its monitor answers again; the operator keeps it, and it is an ordinary VM again.
+      process.kill(vm.pid, 'SIGCONT');
+      stopped = false;
+      const cli = spawnSync(
+        process.execPath,
+        [
+          path.join(projectRoot, 'bin', 'fleet-upgrade.js'),
+          'vm',
+          'resolve',
+          '--config',
+          configFile,
+          '--vm',
+          vm.id,
+          '--keep',
+          String(vm.generation),
+          '--resume',
+        ],
+        { encoding: 'utf8' },
+      );
+      expect({ status: cli.status, stderr: cli.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
+      expect((await readVmRecord(config.runtimeDir, vm.id))?.attention).toBeUndefined();
+      await expectStillOnSource(vm);
+    } finally {
+      if (stopped) process.kill(vm.pid, 'SIGCONT');
+      await harness.stopHost(config.hostId);
+    }
   });
 
   test('the host worker is killed mid-migration and restarted: the retry continues, the VM is upgraded', async () => {
