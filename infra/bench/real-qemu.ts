@@ -1,10 +1,11 @@
 // Real QEMU 7.2 → 10.0.2, one VM at a time: the full upgradeVm through Temporal against a raw baseline that
 // performs the same QMP steps with no orchestration, alternated in the same run, with guest RAM copied and
-// shared. The guest is the Linux test guest, booted and idle before each upgrade (one-vm-guest.ts).
+// shared. The guest is the Linux test guest, booted and idle before each upgrade (one-vm-guest.ts). Beside
+// them, the floor: a workflow of the saga's shape whose activities do nothing (floor-workflow.ts).
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
-import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { probeBinary } from '../../activities/capabilities/binary-probe';
 import { queryGuestMemory } from '../../activities/capabilities/probe';
 import { parseHostConfig, resolveBinary, type HostConfig, type ResolvedBinary } from '../../activities/host/config';
@@ -16,11 +17,12 @@ import type { VmRecord } from '../../activities/host/vm-record';
 import { QmpClient } from '../../activities/qmp/client';
 import type { RamMode } from '../../workflows/decisions/plan';
 import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
-import { searchAttributeTypes } from '../../workflows/search-attributes';
+import { searchAttributeTypes, upgradeVmSearchAttributes } from '../../workflows/search-attributes';
 import { createHostWorker } from '../../workers/host-worker';
 import { createOrchestratorWorker, orchestratorTaskQueue, workflowsPath } from '../../workers/orchestrator-worker';
 import { connectClient } from '../../workers/temporal-connection';
 import { startDevServer } from '../devserver';
+import type { FloorActivities } from './floor-workflow';
 import { activityLatencies, type ActivityLatency } from './history-latency';
 import { bootOneVmGuest, ONE_VM_GUEST_MIB } from './one-vm-guest';
 import { qemu10, qemu72, requireQemu } from '../real-parts';
@@ -68,6 +70,18 @@ export interface RealQemuModeFigures {
 }
 
 /**
+ * The floor: the same start, patch marker, search-attribute upserts and three activities as the saga, through
+ * the same service and the same kind of workers, with activities that return at once.
+ */
+export interface FloorFigures {
+  wallMsP50: number;
+  /** History events of one run, against the saga's (median of each). */
+  eventsP50: number;
+  sagaEventsP50: number;
+  activityLatencyMsP50: ActivityLatencyMedians;
+}
+
+/**
  * The top-level figures are those of copied RAM (the fields earlier runs reported); `modes` has both modes
  * side by side, each measured in the same run, alternated with its raw baseline.
  */
@@ -83,6 +97,7 @@ export interface RealQemuFigures extends Omit<RealQemuModeFigures, 'ram'> {
     idleCpuShareP50: number;
   };
   modes: Record<RamMode, RealQemuModeFigures>;
+  floor: FloorFigures;
   /** Every mode's ratio is within ONE_VM_GOAL_RATIO. */
   goalMet: boolean;
   samples: RealQemuRun[];
@@ -280,11 +295,34 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     };
     connection = await connectClient(settings);
     const bundle = await bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: silent });
-    for (const w of [await createOrchestratorWorker(settings, bundle), await createHostWorker(config, settings)]) {
+    // The floor's workers poll queues of their own, as the orchestrator and host workers do theirs.
+    const floorConnection = await NativeConnection.connect({ address: settings.address });
+    const floorActivities: FloorActivities = { step: async (name) => name };
+    for (const w of [
+      await createOrchestratorWorker(settings, bundle),
+      await createHostWorker(config, settings),
+      await Worker.create({
+        connection: floorConnection,
+        namespace: settings.namespace,
+        taskQueue: FLOOR_WORKFLOWS,
+        workflowBundle: await bundleWorkflowCode({
+          workflowsPath: require.resolve('./floor-workflow'),
+          logger: silent,
+        }),
+      }),
+      await Worker.create({
+        connection: floorConnection,
+        namespace: settings.namespace,
+        taskQueue: FLOOR_ACTIVITIES,
+        activities: floorActivities,
+      }),
+    ]) {
       workers.push({ w, done: w.run() });
     }
     const client = new Client({ connection, namespace: settings.namespace });
     const samples: RealQemuRun[] = [];
+    const floors: { wallMs: number; events: number; activities: ActivityLatency[] }[] = [];
+    const sagaEvents: number[] = [];
     const boots: { bootMs: number; idleCpuShare: number }[] = [];
     const schedule = oneVmSchedule(runs);
     for (const [i, step] of schedule.entries()) {
@@ -296,13 +334,17 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
         run = await rawUpgrade(config, guest.record, step.ram, target);
       } else {
         const t0 = performance.now();
+        // Started as `vm upgrade` and upgradeHost start it: with its search attributes.
         const handle = await client.workflow.start('upgradeVm', {
           taskQueue: orchestratorTaskQueue,
           workflowId: `bench/${id}`,
           args: [{ hostId: config.hostId, vmId: id, target: '10.0.2' }],
+          typedSearchAttributes: upgradeVmSearchAttributes({ hostId: config.hostId, vmId: id, target: '10.0.2' }),
         });
         const r = (await handle.result()) as UpgradeVmResult;
         const wallMs = performance.now() - t0;
+        const history = await handle.fetchHistory();
+        if (!step.warmUp) sagaEvents.push(history.events?.length ?? 0);
         if (r.outcome !== 'upgraded') throw new Error(`bench upgrade of ${id}: ${r.outcome} ${r.reason ?? ''}`);
         // The baseline is a plain migration in the mode the guest was given: the saga must have done the same.
         if (r.strategy !== 'plain' || r.ram !== step.ram) {
@@ -320,11 +362,19 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
           streamedBytes: r.migration?.transferredBytes ?? null,
           migrationMs: r.migration?.totalTimeMs ?? null,
           phases: Object.fromEntries(r.phases.map((p) => [p.phase, p.ms])),
-          activities: activityLatencies(await handle.fetchHistory()),
+          activities: activityLatencies(history),
         };
       }
       // The upgraded guest is not needed again: its QEMU goes, so no idle VM adds to the next one's figures.
       killAllWith(`guest=${id}\0`, base);
+      // The floor beside each saga run, in the same conditions: a few runs, as it is short.
+      if (step.kind === 'saga') {
+        const these = [];
+        for (let k = 0; k < FLOORS_PER_SAGA; k++)
+          these.push(await emptyUpgrade(client, `bench/floor-${i}-${k}`, config.hostId));
+        if (!step.warmUp) floors.push(...these);
+        say(`${step.warmUp ? '(warm-up) ' : ''}floor ${these.map((x) => x.wallMs.toFixed(0)).join(', ')} ms`);
+      }
       if (!step.warmUp) samples.push(run);
       say(
         `${step.warmUp ? '(warm-up) ' : ''}${run.ram} ${run.kind} ${run.wallMs.toFixed(0)} ms ` +
@@ -346,6 +396,12 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
         idleCpuShareP50: median(boots.map((b) => b.idleCpuShare)),
       },
       modes,
+      floor: {
+        wallMsP50: median(floors.map((x) => x.wallMs)),
+        eventsP50: median(floors.map((x) => x.events)),
+        sagaEventsP50: median(sagaEvents),
+        activityLatencyMsP50: latencyMedians(floors.flatMap((x) => x.activities)),
+      },
       goalMet: Object.values(modes).every((m) => m.overheadRatio <= ONE_VM_GOAL_RATIO),
       samples,
     };
@@ -359,6 +415,29 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+const FLOOR_WORKFLOWS = 'bench-floor';
+const FLOORS_PER_SAGA = 3;
+const FLOOR_ACTIVITIES = 'bench-floor-host';
+
+/** One run of the floor workflow, started as the saga is. */
+async function emptyUpgrade(
+  client: Client,
+  workflowId: string,
+  hostId: string,
+): Promise<{ wallMs: number; events: number; activities: ActivityLatency[] }> {
+  const t0 = performance.now();
+  const handle = await client.workflow.start('emptyUpgrade', {
+    taskQueue: FLOOR_WORKFLOWS,
+    workflowId,
+    args: [FLOOR_ACTIVITIES],
+    typedSearchAttributes: upgradeVmSearchAttributes({ hostId, vmId: workflowId, target: '10.0.2' }),
+  });
+  await handle.result();
+  const wallMs = performance.now() - t0;
+  const history = await handle.fetchHistory();
+  return { wallMs, events: history.events?.length ?? 0, activities: activityLatencies(history) };
 }
 
 function modeFigures(ram: RamMode, samples: RealQemuRun[]): RealQemuModeFigures {
