@@ -16,6 +16,7 @@ import {
   type FleetFigures,
 } from './fleet';
 import { runRamModesBench, SHARED_GOAL, sharedGoalMet, type RamModeFigures } from './ram-modes';
+import { logger } from '../../workers/telemetry';
 import { ONE_VM_GOAL_RATIO, runRealQemuBench, type RealQemuFigures, type RealQemuModeFigures } from './real-qemu';
 import { runClusterFleetBench, type ServiceFigures } from '../temporal-cluster/fleet-bench';
 
@@ -27,6 +28,7 @@ const usage = `usage: npm run bench -- [--json] [--runs N] [--no-ram-modes] [--n
   --no-cluster     leave out the same fleet on the real cluster (PostgreSQL, mTLS)
   --only one-vm    only the one-VM saga vs raw QMP; docs/BENCHMARKS.md is left alone, its section goes to stdout
 The quickest whole run: --runs 1 --no-ram-modes --no-fleet --no-cluster. Rewrites docs/BENCHMARKS.md.
+Logs of the workers are at warn (FLEET_LOG_LEVEL=info shows each activity).
 `;
 
 interface Options {
@@ -246,6 +248,8 @@ ${lines}
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   if (o.help) return void process.stdout.write(usage);
+  // The in-process host worker's log of every activity would bury the progress lines, as in the demo.
+  logger.level = process.env.FLEET_LOG_LEVEL ?? 'warn';
   // Progress on stderr, with or without --json: stdout carries the answer only (one JSON object with --json).
   const say = (s: string) => process.stderr.write(`${s}\n`);
   say('real QEMU, one VM: saga vs raw QMP, alternated, guest RAM copied and shared (a Linux guest booted each time)');
