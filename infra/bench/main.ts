@@ -12,11 +12,13 @@ import {
   fleetSummaryRows,
   runFleetBench,
   defaultHostVariant,
+  sizeName,
   variantName,
   type FleetFigures,
 } from './fleet';
 import { runRamModesBench, SHARED_GOAL, sharedGoalMet, type RamModeFigures } from './ram-modes';
 import { logger } from '../../workers/telemetry';
+import { runFloorFleet, type FloorFleetFigures } from './floor-fleet';
 import { ONE_VM_GOAL_RATIO, runRealQemuBench, type RealQemuFigures, type RealQemuModeFigures } from './real-qemu';
 import { runClusterFleetBench, type ServiceFigures } from '../temporal-cluster/fleet-bench';
 
@@ -24,7 +26,7 @@ const usage = `usage: npm run bench -- [--json] [--runs N] [--no-ram-modes] [--n
   --json           print one JSON object on stdout (progress and logs go to stderr)
   --runs N         saga and raw-QMP runs each on real QEMU, per guest RAM mode (default 5)
   --no-ram-modes   leave out guest RAM copied vs shared (64 MiB to 4 GiB)
-  --no-fleet       leave out the fleet of simulated hosts (three sizes, and the largest with faults)
+  --no-fleet       leave out the fleet of simulated hosts (three sizes, the largest with faults, and its floor)
   --no-cluster     leave out the same fleet on the real cluster (PostgreSQL, mTLS)
   --only one-vm    only the one-VM saga vs raw QMP; docs/BENCHMARKS.md is left alone, its section goes to stdout
 The quickest whole run: --runs 1 --no-ram-modes --no-fleet --no-cluster. Rewrites docs/BENCHMARKS.md.
@@ -224,6 +226,35 @@ export function oneVmSummary(real: RealQemuFigures) {
   };
 }
 
+/** The fleet's floor beside the fleet run of the same size. */
+export function floorFleetMarkdown(floor: FloorFleetFigures, fleet: FleetFigures): string {
+  const n = fleet.hosts * fleet.vmsPerHost;
+  const dev = (fleet.cpuSec.devServer * 1000) / n;
+  const workers = ((fleet.cpuSec.orchestrator + fleet.cpuSec.hostWorkers + fleet.cpuSec.client) * 1000) / n;
+  return `### The floor: ${floor.hosts} × ${floor.vmsPerHost} empty upgrades
+
+\`infra/bench/floor-fleet.ts\`: the saga's workflow with activities that do nothing (\`infra/bench/floor-workflow.ts\`:
+the same start and search attributes, patch marker, milestones and three activities on a queue per host), as many
+and as many at once (${floor.concurrency}) as the ${sizeName(fleet)} run, through a dev server started the same way; its
+workers and client in one process. What the Temporal service and the SDK's workers cost an upgrade of this shape
+on this machine, whatever the upgrade does.
+
+| run | upgrades/s | history events | dev server CPU per upgrade, ms | workers and client CPU per upgrade, ms | rate the CPU allows on ${os.cpus().length} cores, /s |
+|---|---|---|---|---|---|
+| ${sizeName(fleet)} | ${f(fleet.upgradesPerSec)} | ${f(fleet.historyEventsPerVm.p50, 0)} | ${f(dev, 0)} | ${f(workers, 0)} | ${f((os.cpus().length * 1000) / (dev + workers))} |
+| ${sizeName(fleet)} empty | ${f(floor.workflowsPerSec)} | ${f(floor.eventsPerWorkflow, 0)} | ${f(floor.devServerCpuMsPerWorkflow, 0)} | ${f(floor.workersCpuMsPerWorkflow, 0)} | ${f(floor.cpuBoundPerSec)} |
+
+A real upgrade costs the dev server ${f(dev, 0)} ms of CPU against ${f(floor.devServerCpuMsPerWorkflow, 0)} ms for an empty one: the
+service's work follows the workflow's shape (${f(floor.eventsPerWorkflow, 0)} events), not what the upgrade does. The workers and
+the client take ${f(workers, 0)} against ${f(floor.workersCpuMsPerWorkflow, 0)} ms: the difference, ${f(workers - floor.workersCpuMsPerWorkflow, 0)} ms, is the upgrade's own work
+(the host workers' QEMU simulators and VM records, the saga's own code in the orchestrator). ${
+    floor.cpuBoundPerSec < 25
+      ? `Even empty, upgrades of this shape cannot reach 25/s with the service on the same ${os.cpus().length} cores.`
+      : `Empty, upgrades of this shape could reach 25/s on these cores.`
+  }
+`;
+}
+
 /** The same fleet on both services, as the cluster benchmark measured it. */
 export function servicesMarkdown(rows: ServiceFigures[]): string {
   const lines = rows
@@ -264,6 +295,15 @@ async function main(): Promise<void> {
     say('fleet: simulated hosts × VMs through the dev server, at three sizes and the largest with 5 % faulty VMs');
     fleet = await runFleetBench({ say });
   }
+  // The floor at the largest fault-free size: the Temporal part of as many upgrades, with nothing in them.
+  const floorOf = [...fleet].reverse().find((x) => !x.faultyShare);
+  let floorFleet: FloorFleetFigures | undefined;
+  if (floorOf) {
+    say(
+      `fleet floor: ${floorOf.hosts} × ${floorOf.vmsPerHost} empty upgrades (the saga's workflow, activities that do nothing)`,
+    );
+    floorFleet = await runFloorFleet({ hosts: floorOf.hosts, vmsPerHost: floorOf.vmsPerHost, concurrency: 64, say });
+  }
   let services: ServiceFigures[] = [];
   if (o.cluster) {
     say('fleet: the same workload on the dev server and on a real cluster (PostgreSQL, mTLS)');
@@ -273,7 +313,7 @@ async function main(): Promise<void> {
   if (!o.only) {
     writeFileSync(
       path.join(projectRoot, 'docs', 'BENCHMARKS.md'),
-      `${benchmarksMarkdown(real, new Date(), ramModes)}${fleet.length ? `\n${fleetBenchmarksMarkdown(fleet)}` : ''}${services.length ? `\n${servicesMarkdown(services)}` : ''}`,
+      `${benchmarksMarkdown(real, new Date(), ramModes)}${fleet.length ? `\n${fleetBenchmarksMarkdown(fleet)}` : ''}${floorFleet && floorOf ? `\n${floorFleetMarkdown(floorFleet, floorOf)}` : ''}${services.length ? `\n${servicesMarkdown(services)}` : ''}`,
     );
   }
   const largest = fleet[fleet.length - 1];
@@ -281,6 +321,7 @@ async function main(): Promise<void> {
     realQemu: oneVmSummary(real),
     ramModes: ramModes.map((r) => ({ ...r })),
     ...(services.length ? { fleetServices: services.map((r) => ({ ...r })) } : {}),
+    ...(floorFleet ? { fleetFloor: floorFleet } : {}),
     ...(largest
       ? {
           fleet: {
