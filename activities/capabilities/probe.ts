@@ -89,6 +89,11 @@ export async function queryGuestMemory(qmp: QmpClient): Promise<GuestMemory> {
   return { backend, shared: shared === true, auxRamShare };
 }
 
+/** The machine's `aux-ram-share` alone (null where the build has no such property): one question. */
+export async function queryAuxRamShare(qmp: QmpClient): Promise<boolean | null> {
+  return optionalProperty(qmp, '/machine', 'aux-ram-share', z.boolean());
+}
+
 /** The backends this peer says it can hand over now, in its dialect's own way. */
 export async function queryTransferable(qmp: QmpClient, dialectName: DialectName): Promise<string[] | null> {
   const dialect = dialectByName(dialectName);

@@ -22,6 +22,8 @@ import {
   refuseGenerations,
   refuseUnsafeInput,
   requireLiveProcess,
+  requireRecord,
+  type Monitors,
   type VmProcess,
 } from './processes';
 
@@ -104,17 +106,27 @@ class EventTimeline {
   }
 }
 
-export async function migrate(config: HostConfig, input: MigrateInput, side: ActivitySide): Promise<MigrationOutcome> {
+/**
+ * `monitors`: the grouped activity's shared connections; the source's monitor is then the one
+ * start-destination asked, and the activity closes it. The destination's is always this step's own.
+ */
+export async function migrate(
+  config: HostConfig,
+  input: MigrateInput,
+  side: ActivitySide,
+  monitors?: Monitors,
+): Promise<MigrationOutcome> {
   const { vmId, plan } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
   refuseGenerations(input.source, input.destination);
   const started = Date.now();
-  const source = await requireLiveProcess(config, vmId, input.source, 'source');
-  const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
+  const record = await requireRecord(config, vmId);
+  const source = await requireLiveProcess(config, vmId, input.source, 'source', record);
+  const destination = await requireLiveProcess(config, vmId, input.destination, 'destination', record);
   const migSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'mig');
   const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
   const timeline = new EventTimeline();
-  const src = await connect(config, source);
+  const src = monitors ? await monitors.connect(source) : await connect(config, source);
   let dst: QmpClient | undefined;
   try {
     timeline.watchSource(src);
@@ -150,7 +162,7 @@ export async function migrate(config: HostConfig, input: MigrateInput, side: Act
     throw await explain(err, config, input, source, destination);
   } finally {
     timeline.stop();
-    await Promise.allSettled([src.close(), dst?.close()]);
+    await Promise.allSettled([monitors ? undefined : src.close(), dst?.close()]);
   }
 }
 
@@ -171,22 +183,29 @@ async function startMigration(
   // running source uses. So it is set on both sides, and never with copied RAM.
   const ignoreShared = { capability: 'x-ignore-shared', state: plan.ram === 'shared' };
   const sharedRam = plan.ram === 'shared' && plan.strategy !== 'cpr-transfer' ? [ignoreShared] : [];
-  await src.execute('migrate-set-capabilities', {
-    capabilities: [events, { capability: 'auto-converge', state: policy.autoConverge }, ...sharedRam],
-  });
-  await src.execute('migrate-set-parameters', {
-    'downtime-limit': policy.downtimeLimitMs,
-    // A local migration copies memory to memory: with no limit set, lift QEMU's WAN-minded 128 MiB/s default.
-    'max-bandwidth': Math.round(
-      (policy.bandwidthLimitMiBps > 0 ? policy.bandwidthLimitMiBps : 1024 * 1024) * 1024 * 1024,
-    ),
-    ...(plan.strategy === 'cpr-transfer' ? { mode: 'cpr-transfer' } : {}),
-    ...transferParams,
-  });
+  // The source's capabilities and parameters go out together (QEMU answers in order on one connection);
+  // either failing fails the step before anything is migrated.
+  const configureSource = async () => {
+    await Promise.all([
+      src.execute('migrate-set-capabilities', {
+        capabilities: [events, { capability: 'auto-converge', state: policy.autoConverge }, ...sharedRam],
+      }),
+      src.execute('migrate-set-parameters', {
+        'downtime-limit': policy.downtimeLimitMs,
+        // A local migration copies memory to memory: with no limit set, lift QEMU's WAN-minded 128 MiB/s default.
+        'max-bandwidth': Math.round(
+          (policy.bandwidthLimitMiBps > 0 ? policy.bandwidthLimitMiBps : 1024 * 1024) * 1024 * 1024,
+        ),
+        ...(plan.strategy === 'cpr-transfer' ? { mode: 'cpr-transfer' } : {}),
+        ...transferParams,
+      }),
+    ]);
+  };
   // In a per-device dialect the devices were launched with the property set; nothing to set here.
   const unix = (p: string) => ({ transport: 'socket', type: 'unix', path: p });
 
   if (plan.strategy === 'cpr-transfer') {
+    await configureSource();
     // The destination's monitor answers only once the source has sent the CPR state.
     await src.execute('migrate', {
       channels: [
@@ -200,8 +219,13 @@ async function startMigration(
     return dst;
   }
 
-  const dst = await connect(config, destination);
+  // The source is configured while the destination's monitor is reached and checked (two monitors, two
+  // conversations); both are done before the destination listens and the source migrates.
+  const sourceConfigured = configureSource();
+  sourceConfigured.catch(() => undefined);
+  let dst: QmpClient | undefined;
   try {
+    dst = await connect(config, destination);
     timeline.watchDestination(dst);
     const state = await queryStatus(dst);
     if (state.status !== 'inmigrate') {
@@ -209,12 +233,15 @@ async function startMigration(
     }
     await dst.execute('migrate-set-capabilities', { capabilities: [events, ...sharedRam] });
     if (Object.keys(transferParams).length) await dst.execute('migrate-set-parameters', transferParams);
+    await sourceConfigured;
     await dst.execute('migrate-incoming', { uri: `unix:${sockets.migSocket}` });
     await src.execute('migrate', { uri: `unix:${sockets.migSocket}` });
     return dst;
   } catch (err) {
+    // The source's answers are awaited before the step fails, so none arrives after its monitor moved on.
+    await sourceConfigured.catch(() => undefined);
     // QEMU serves one client per monitor: a connection left open would lock every retry and the rollback out.
-    await dst.close().catch(() => undefined);
+    await dst?.close().catch(() => undefined);
     throw err;
   }
 }

@@ -94,14 +94,25 @@ export async function rememberProcess(
 }
 
 export async function forgetProcess(config: HostConfig, vmId: string, generation: number): Promise<void> {
-  await rm(procFile(config, vmId, generation), { force: true });
-  await rm(pidFile(config.runtimeDir, vmId, generation), { force: true });
+  await Promise.all([
+    rm(procFile(config, vmId, generation), { force: true }),
+    rm(pidFile(config.runtimeDir, vmId, generation), { force: true }),
+  ]);
 }
 
-/** The process of a generation, from the record or its process file; undefined when none was started. */
-export async function findProcess(config: HostConfig, vmId: string, ref: ProcessRef): Promise<VmProcess | undefined> {
+/**
+ * The process of a generation, from the record or its process file; undefined when none was started.
+ * `record`: the VM's record as the calling step read it at its start (each step reads it once, not once per
+ * process it looks up); read here when not given.
+ */
+export async function findProcess(
+  config: HostConfig,
+  vmId: string,
+  ref: ProcessRef,
+  record?: VmRecord,
+): Promise<VmProcess | undefined> {
   const qmpSocket = socketPath(config.runtimeDir, vmId, ref.generation, 'qmp');
-  const record = await requireRecord(config, vmId);
+  record ??= await requireRecord(config, vmId);
   if (record.generation === ref.generation) {
     return {
       vmId,
@@ -131,14 +142,19 @@ export function isAlive(p: VmProcess): boolean {
   return isProcessAlive(p.pid, p.qmpSocket);
 }
 
-/** A live process of the generation, or a non-retryable ProcessLost naming it. */
+/** A live process of the generation, or a non-retryable ProcessLost naming it. `record` as for findProcess. */
 export async function requireLiveProcess(
   config: HostConfig,
   vmId: string,
   ref: ProcessRef,
   role: string,
+  record?: VmRecord,
 ): Promise<VmProcess> {
-  const p = await findProcess(config, vmId, ref);
+  return requireAlive(await findProcess(config, vmId, ref, record), vmId, ref, role);
+}
+
+/** The process itself when it lives, or the non-retryable ProcessLost of requireLiveProcess. */
+export function requireAlive(p: VmProcess | undefined, vmId: string, ref: ProcessRef, role: string): VmProcess {
   if (!p || !isAlive(p)) {
     throw ApplicationFailure.nonRetryable(
       `${role} QEMU of ${vmId} (generation ${ref.generation}) is not running${p ? ` (pid ${p.pid} gone)` : ''}`,
@@ -159,6 +175,49 @@ export async function withQmp<T>(config: HostConfig, p: VmProcess, use: (qmp: Qm
     return await use(qmp);
   } finally {
     await qmp.close();
+  }
+}
+
+/** withQmp, or with the activity's shared connection (Monitors) when it has one, which stays open. */
+export async function withMonitor<T>(
+  config: HostConfig,
+  p: VmProcess,
+  monitors: Monitors | undefined,
+  use: (qmp: QmpClient) => Promise<T>,
+): Promise<T> {
+  if (!monitors) return withQmp(config, p, use);
+  return use(await monitors.connect(p));
+}
+
+/**
+ * One QMP connection per monitor for the length of one activity, so that the steps a grouped activity runs
+ * one after the other (start-destination, then migrate) do not each connect to the same monitor. Opened on
+ * first use, where a step would have connected itself (so its failures come where they always did); a
+ * connection that ended is opened anew. The activity closes them all at its end: QEMU serves one client per
+ * monitor, and one left open would lock every retry and the rollback out.
+ */
+export class Monitors {
+  private readonly open = new Map<string, Promise<QmpClient>>();
+  constructor(private readonly config: HostConfig) {}
+
+  async connect(p: VmProcess): Promise<QmpClient> {
+    const have = this.open.get(p.qmpSocket);
+    if (have) {
+      const qmp = await have.catch(() => undefined);
+      if (qmp && !qmp.closed) return qmp;
+    }
+    const opening = connect(this.config, p);
+    this.open.set(p.qmpSocket, opening);
+    opening.catch(() => {
+      if (this.open.get(p.qmpSocket) === opening) this.open.delete(p.qmpSocket);
+    });
+    return opening;
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.open.values()];
+    this.open.clear();
+    await Promise.allSettled(all.map(async (c) => (await c).close()));
   }
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationPlan } from '../../workflows/decisions/plan';
 import { failureTypes } from '../../workflows/failures';
-import { queryGuestMemory, queryStatus, queryTransferable } from '../capabilities/probe';
+import { queryAuxRamShare, queryStatus, queryTransferable } from '../capabilities/probe';
 import { ramDir, type HostConfig } from '../host/config';
 import { ensurePrivateDir } from '../host/fs-util';
 import { memFile, socketPath } from '../host/paths';
@@ -23,11 +23,15 @@ import {
   forgetProcess,
   isAlive,
   rememberProcess,
+  requireAlive,
   requireLiveProcess,
   refuseGenerations,
   refuseUnsafeInput,
   requireRecord,
+  withMonitor,
   withQmp,
+  type Monitors,
+  type VmProcess,
 } from './processes';
 
 type StartInput = Parameters<HostActivities['startDestination']>[0];
@@ -47,7 +51,12 @@ export function netdevsOf(spec: VmSpec, entries: readonly string[]): string[] {
   });
 }
 
-export async function startDestination(config: HostConfig, input: StartInput): Promise<DestinationStarted> {
+/** `monitors`: the grouped activity's shared connections (the source's is used again by migrate). */
+export async function startDestination(
+  config: HostConfig,
+  input: StartInput,
+  monitors?: Monitors,
+): Promise<DestinationStarted> {
   const { vmId, plan } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
   refuseGenerations(input.source, input.destination);
@@ -58,8 +67,8 @@ export async function startDestination(config: HostConfig, input: StartInput): P
       failureTypes.migrationFailed,
     );
   }
-  const source = await requireLiveProcess(config, vmId, input.source, 'source');
-  const existing = await findProcess(config, vmId, input.destination);
+  const source = await requireLiveProcess(config, vmId, input.source, 'source', record);
+  const existing = await findProcess(config, vmId, input.destination, record);
   if (existing && isAlive(existing)) {
     if (plan.strategy !== 'cpr-transfer' && (await isWaitingForMigration(config, existing))) {
       return { process: input.destination, transferable: await destinationTransferable(config, existing, plan) };
@@ -67,13 +76,16 @@ export async function startDestination(config: HostConfig, input: StartInput): P
     // A destination from an earlier attempt in an unknown state: never reuse it.
     await killQemu(existing.pid, { graceMs: 0, expectArg: existing.qmpSocket });
   }
-  await forgetProcess(config, vmId, input.destination.generation);
   // A resume marker speaks of the process it was written for: one left by an earlier destination of this
   // generation (rolled back) must not make the new one look as if it had run.
-  await clearResumeMarker(config, vmId, input.destination.generation);
+  await Promise.all([
+    forgetProcess(config, vmId, input.destination.generation),
+    clearResumeMarker(config, vmId, input.destination.generation),
+  ]);
 
   const binary = allowedBinary(config, input.destination.label);
-  const memory = await withQmp(config, source, (qmp) => queryGuestMemory(qmp));
+  // The destination's machine gets the source's aux-ram-share (the rest of its RAM facts are the plan's).
+  const auxRamShare = await withMonitor(config, source, monitors, queryAuxRamShare);
   const qmpSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'qmp');
   const mainSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'mig');
   const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
@@ -83,12 +95,13 @@ export async function startDestination(config: HostConfig, input: StartInput): P
   // The probe is cached per binary (the workflow's probe step made it): QEMU's sandbox where the build has it.
   const sandbox = (await probeTarget(config, { label: binary.label })).sandbox === true;
   const taken = takeHandover(record.spec, source.pid, plan);
+  let started: VmProcess | undefined;
   try {
     const args = buildQemuArgs(record.spec, {
       mode: 'destination',
       qmpSocket,
       dataDirs: binary.dataDirs,
-      auxRamShare: memory.auxRamShare === true,
+      auxRamShare: auxRamShare === true,
       memFile: mem,
       machineType: plan.machine,
       incoming: plan.strategy === 'cpr-transfer' ? { kind: 'cpr-transfer', mainSocket, cprSocket } : { kind: 'defer' },
@@ -118,13 +131,21 @@ export async function startDestination(config: HostConfig, input: StartInput): P
       })
       .finally(() => headers.stop());
     await rememberProcess(config, vmId, input.destination.generation, binary.label, launched.pid);
+    started = {
+      vmId,
+      generation: input.destination.generation,
+      label: binary.label,
+      pid: launched.pid,
+      qmpSocket,
+    };
   } finally {
     // The destination holds its own copies now (or never started): ours are closed either way.
     closeFds(taken.fds);
   }
   if (plan.strategy === 'cpr-transfer') return { process: input.destination, transferable: null };
-  const started = await requireLiveProcess(config, vmId, input.destination, 'destination');
-  return { process: input.destination, transferable: await destinationTransferable(config, started, plan) };
+  // The process just launched and remembered, as findProcess would read it back from its process file.
+  const live = requireAlive(started, vmId, input.destination, 'destination');
+  return { process: input.destination, transferable: await destinationTransferable(config, live, plan) };
 }
 
 /** The taps the plan re-creates: netdev id → the new interface, made on the VM's bridge. */
