@@ -9,7 +9,7 @@ import { socketPath } from '../host/paths';
 import { killQemu } from '../host/qemu-launcher';
 import { deleteTap, recreatedTapName, tapExists } from '../host/taps';
 import type { VmSpec } from '../host/vm-spec';
-import { writeVmRecord } from '../host/vm-record';
+import { writeVmRecord, type VmRecord } from '../host/vm-record';
 import type { HostActivities } from './api';
 import {
   allowedBinary,
@@ -40,48 +40,49 @@ export async function finalize(config: HostConfig, input: Parameters<HostActivit
     record.generation === input.source.generation
       ? await recreatedTaps(config, record.spec, input.destination.generation)
       : {};
+  // What the record says once this step is done: read above, or as rewritten below.
+  let current: VmRecord = record;
   if (record.generation === input.source.generation) {
-    const destination = await requireLiveProcess(config, vmId, input.destination, 'destination');
+    const destination = await requireLiveProcess(config, vmId, input.destination, 'destination', record);
     const binary = allowedBinary(config, input.destination.label);
     // Keep the old process findable by generation, so a retry after a crash can still stop it.
     await rememberProcess(config, vmId, record.generation, record.binary.label, record.pid);
-    await writeVmRecord(
-      config.runtimeDir,
-      {
-        ...record,
-        // A re-created tap is the VM's interface from now on.
-        spec: {
-          ...record.spec,
-          netdevs: record.spec.netdevs.map((n) => (recreated[n.id] ? { ...n, ifname: recreated[n.id] } : n)),
-        },
-        pid: destination.pid,
-        qmpSocket: destination.qmpSocket,
-        binary: { label: binary.label, path: binary.path },
-        generation: input.destination.generation,
-        startedAt: new Date().toISOString(),
-        logFile: record.logFile?.replace(
-          /\.\d+\.(source|destination)\.log$/,
-          `.${input.destination.generation}.destination.log`,
-        ),
+    current = {
+      ...record,
+      // A re-created tap is the VM's interface from now on.
+      spec: {
+        ...record.spec,
+        netdevs: record.spec.netdevs.map((n) => (recreated[n.id] ? { ...n, ifname: recreated[n.id] } : n)),
       },
-      { expectGeneration: record.generation },
-    );
+      pid: destination.pid,
+      qmpSocket: destination.qmpSocket,
+      binary: { label: binary.label, path: binary.path },
+      generation: input.destination.generation,
+      startedAt: new Date().toISOString(),
+      logFile: record.logFile?.replace(
+        /\.\d+\.(source|destination)\.log$/,
+        `.${input.destination.generation}.destination.log`,
+      ),
+    };
+    await writeVmRecord(config.runtimeDir, current, { expectGeneration: record.generation });
   } else if (record.generation !== input.destination.generation) {
     throw ApplicationFailure.nonRetryable(
       `VM ${vmId} is at generation ${record.generation}, neither ${input.source.generation} nor ${input.destination.generation}`,
       failureTypes.migrationFailed,
     );
   }
-  const old = await findProcess(config, vmId, input.source);
+  const old = await findProcess(config, vmId, input.source, current);
   if (old) await stopProcess(config, old);
   // The old taps of re-created backends, once no process holds them (the record names the new ones).
   for (const id of Object.keys(recreated)) {
     const oldName = record.spec.netdevs.find((n) => n.id === id)?.ifname;
     if (oldName) await deleteTap(config.netns, oldName);
   }
-  await forgetProcess(config, vmId, input.source.generation);
-  await forgetProcess(config, vmId, input.destination.generation);
-  await removeLeftovers(config, vmId, input.destination.generation);
+  await Promise.all([
+    forgetProcess(config, vmId, input.source.generation),
+    forgetProcess(config, vmId, input.destination.generation),
+    removeLeftovers(config, vmId, input.destination.generation),
+  ]);
 }
 
 /** Quits a process politely over QMP, then makes sure it is gone. */

@@ -29,7 +29,7 @@ export async function inspectSource(config: HostConfig, input: { vmId: string })
     );
   }
   const ref = { generation: record.generation, label: record.binary.label };
-  const process = await requireLiveProcess(config, input.vmId, ref, 'source');
+  const process = await requireLiveProcess(config, input.vmId, ref, 'source', record);
   const caps = await withQmp(config, process, async (qmp) => probeVm(qmp, await knownFeatures(config, ref.label)));
   if (caps.status === 'paused') {
     // The switchover resumes the guest on the destination, and a rollback resumes the source: either would
@@ -80,7 +80,9 @@ export function backendFacts(
 ): Pick<SourceFacts, 'backends' | 'ram' | 'handover'> {
   // The fds of the source's kind of QEMU: an in-process simulated one's are the simulator's, always ours to take.
   const handover: HandoverAbility = handoverAbility(pid);
-  const held = handover.possible ? tapFdsOf(pid) : new Map<string, number[]>();
+  // The fds are read (every fd's fdinfo of a real process) only for a VM with a tap to look for.
+  const taps = spec.netdevs.some((n) => n.type === 'tap' && n.ifname);
+  const held = handover.possible && taps ? tapFdsOf(pid) : new Map<string, number[]>();
   const backends = spec.netdevs.map((n): SourceBackend => {
     const device = spec.devices.find((d) => d.netdev === n.id)?.id;
     return {

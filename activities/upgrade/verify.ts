@@ -16,7 +16,7 @@ export async function verify(
 ): Promise<Verification> {
   refuseUnsafeInput(input.vmId, input.destination);
   const record = await requireRecord(config, input.vmId);
-  const p = await requireLiveProcess(config, input.vmId, input.destination, 'destination');
+  const p = await requireLiveProcess(config, input.vmId, input.destination, 'destination', record);
   return withQmp(config, p, async (qmp) => {
     const [state, version, children] = await Promise.all([
       queryStatus(qmp),
