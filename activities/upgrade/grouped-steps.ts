@@ -20,7 +20,7 @@ import { finalize } from './finalize';
 import { inspectSource } from './inspect-source';
 import { migrate, type ActivitySide } from './migrate';
 import { outgoingMigration } from './migration-state';
-import { findProcess, isAlive, Monitors, refuseGenerations, refuseUnsafeInput, withQmp } from './processes';
+import { findProcess, isAlive, refuseGenerations, refuseUnsafeInput, withQmp } from './processes';
 import { probeTarget } from './probe-target';
 import { startDestination } from './start-destination';
 import { verify } from './verify';
@@ -58,25 +58,19 @@ export async function startAndMigrate(
     const resumed: DestinationStarted = { process: destination, transferable: null };
     return { kind: 'migrated', destination: resumed, migration: await migrate(config, input, side), startMs: 0 };
   }
-  // One conversation with the source's monitor for both steps: start-destination asks it, migrate drives it.
-  const monitors = new Monitors(config);
-  try {
-    // The destination's launch heartbeats like any step (the migration heartbeats its progress after).
-    const starting = { status: 'starting-destination', transferredBytes: 0, remainingBytes: 0, totalBytes: 0 };
-    const beat = setInterval(() => side.heartbeat(starting), 3_000);
-    const started = await startDestination(config, { vmId, source, destination, plan }, monitors).finally(() =>
-      clearInterval(beat),
-    );
-    if (started.transferable !== null) {
-      const agreed = agreedTransferList(plan, started.transferable);
-      if (agreed.join('\n') !== plan.transferBackends.join('\n')) return { kind: 'narrowed', transferable: agreed };
-    }
-    const startMs = performance.now() - t0;
-    const migration = await migrate(config, input, side, monitors);
-    return { kind: 'migrated', destination: started, migration, startMs };
-  } finally {
-    await monitors.closeAll();
+  // The destination's launch heartbeats like any step (the migration heartbeats its progress after).
+  const starting = { status: 'starting-destination', transferredBytes: 0, remainingBytes: 0, totalBytes: 0 };
+  const beat = setInterval(() => side.heartbeat(starting), 3_000);
+  const started = await startDestination(config, { vmId, source, destination, plan }).finally(() =>
+    clearInterval(beat),
+  );
+  if (started.transferable !== null) {
+    const agreed = agreedTransferList(plan, started.transferable);
+    if (agreed.join('\n') !== plan.transferBackends.join('\n')) return { kind: 'narrowed', transferable: agreed };
   }
+  const startMs = performance.now() - t0;
+  const migration = await migrate(config, input, side);
+  return { kind: 'migrated', destination: started, migration, startMs };
 }
 
 /** Whether an earlier attempt left a live destination that the source is migrating, or migrated, into. */

@@ -23,7 +23,6 @@ import {
   refuseUnsafeInput,
   requireLiveProcess,
   requireRecord,
-  type Monitors,
   type VmProcess,
 } from './processes';
 
@@ -106,16 +105,7 @@ class EventTimeline {
   }
 }
 
-/**
- * `monitors`: the grouped activity's shared connections; the source's monitor is then the one
- * start-destination asked, and the activity closes it. The destination's is always this step's own.
- */
-export async function migrate(
-  config: HostConfig,
-  input: MigrateInput,
-  side: ActivitySide,
-  monitors?: Monitors,
-): Promise<MigrationOutcome> {
+export async function migrate(config: HostConfig, input: MigrateInput, side: ActivitySide): Promise<MigrationOutcome> {
   const { vmId, plan } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
   refuseGenerations(input.source, input.destination);
@@ -126,7 +116,7 @@ export async function migrate(
   const migSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'mig');
   const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
   const timeline = new EventTimeline();
-  const src = monitors ? await monitors.connect(source) : await connect(config, source);
+  const src = await connect(config, source);
   let dst: QmpClient | undefined;
   try {
     timeline.watchSource(src);
@@ -162,7 +152,7 @@ export async function migrate(
     throw await explain(err, config, input, source, destination);
   } finally {
     timeline.stop();
-    await Promise.allSettled([monitors ? undefined : src.close(), dst?.close()]);
+    await Promise.allSettled([src.close(), dst?.close()]);
   }
 }
 

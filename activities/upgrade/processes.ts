@@ -178,49 +178,6 @@ export async function withQmp<T>(config: HostConfig, p: VmProcess, use: (qmp: Qm
   }
 }
 
-/** withQmp, or with the activity's shared connection (Monitors) when it has one, which stays open. */
-export async function withMonitor<T>(
-  config: HostConfig,
-  p: VmProcess,
-  monitors: Monitors | undefined,
-  use: (qmp: QmpClient) => Promise<T>,
-): Promise<T> {
-  if (!monitors) return withQmp(config, p, use);
-  return use(await monitors.connect(p));
-}
-
-/**
- * One QMP connection per monitor for the length of one activity, so that the steps a grouped activity runs
- * one after the other (start-destination, then migrate) do not each connect to the same monitor. Opened on
- * first use, where a step would have connected itself (so its failures come where they always did); a
- * connection that ended is opened anew. The activity closes them all at its end: QEMU serves one client per
- * monitor, and one left open would lock every retry and the rollback out.
- */
-export class Monitors {
-  private readonly open = new Map<string, Promise<QmpClient>>();
-  constructor(private readonly config: HostConfig) {}
-
-  async connect(p: VmProcess): Promise<QmpClient> {
-    const have = this.open.get(p.qmpSocket);
-    if (have) {
-      const qmp = await have.catch(() => undefined);
-      if (qmp && !qmp.closed) return qmp;
-    }
-    const opening = connect(this.config, p);
-    this.open.set(p.qmpSocket, opening);
-    opening.catch(() => {
-      if (this.open.get(p.qmpSocket) === opening) this.open.delete(p.qmpSocket);
-    });
-    return opening;
-  }
-
-  async closeAll(): Promise<void> {
-    const all = [...this.open.values()];
-    this.open.clear();
-    await Promise.allSettled(all.map(async (c) => (await c).close()));
-  }
-}
-
 /** Steps that name two processes of one VM always move it forward: the destination is the later one. */
 export function refuseGenerations(source: ProcessRef, destination: ProcessRef): void {
   if (destination.generation <= source.generation) {

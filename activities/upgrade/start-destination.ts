@@ -28,9 +28,7 @@ import {
   refuseGenerations,
   refuseUnsafeInput,
   requireRecord,
-  withMonitor,
   withQmp,
-  type Monitors,
   type VmProcess,
 } from './processes';
 
@@ -51,12 +49,7 @@ export function netdevsOf(spec: VmSpec, entries: readonly string[]): string[] {
   });
 }
 
-/** `monitors`: the grouped activity's shared connections (the source's is used again by migrate). */
-export async function startDestination(
-  config: HostConfig,
-  input: StartInput,
-  monitors?: Monitors,
-): Promise<DestinationStarted> {
+export async function startDestination(config: HostConfig, input: StartInput): Promise<DestinationStarted> {
   const { vmId, plan } = input;
   refuseUnsafeInput(vmId, input.source, input.destination);
   refuseGenerations(input.source, input.destination);
@@ -85,7 +78,7 @@ export async function startDestination(
 
   const binary = allowedBinary(config, input.destination.label);
   // The destination's machine gets the source's aux-ram-share (the rest of its RAM facts are the plan's).
-  const auxRamShare = await withMonitor(config, source, monitors, queryAuxRamShare);
+  const auxRamShare = await withQmp(config, source, queryAuxRamShare);
   const qmpSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'qmp');
   const mainSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'mig');
   const cprSocket = socketPath(config.runtimeDir, vmId, input.destination.generation, 'cpr');
