@@ -174,11 +174,15 @@ async function startMigration(
   const ignoreShared = { capability: 'x-ignore-shared', state: plan.ram === 'shared' };
   const sharedRam = plan.ram === 'shared' && plan.strategy !== 'cpr-transfer' ? [ignoreShared] : [];
   // The source's capabilities and parameters go out together (QEMU answers in order on one connection);
-  // either failing fails the step before anything is migrated.
+  // either failing fails the step before anything is migrated. A capability outlives a migration in QEMU: an
+  // x-ignore-shared that an earlier migration left on is turned off, or the destination refuses the stream.
   const configureSource = async () => {
+    const now = (await src.execute('query-migrate-capabilities')) as { capability: string; state: boolean }[];
+    const stale = now.some((c) => c.capability === ignoreShared.capability && c.state !== ignoreShared.state);
+    const sourceRam = sharedRam.length ? sharedRam : stale ? [ignoreShared] : [];
     await Promise.all([
       src.execute('migrate-set-capabilities', {
-        capabilities: [events, { capability: 'auto-converge', state: policy.autoConverge }, ...sharedRam],
+        capabilities: [events, { capability: 'auto-converge', state: policy.autoConverge }, ...sourceRam],
       }),
       src.execute('migrate-set-parameters', {
         'downtime-limit': policy.downtimeLimitMs,

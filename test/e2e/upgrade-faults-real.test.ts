@@ -183,6 +183,30 @@ describe('upgradeVm under faults (real QEMU)', () => {
     }
   });
 
+  test('a capability left on the source by an earlier migration does not carry over: copied RAM is sent', async () => {
+    await harness.startHost(config);
+    try {
+      const vm = await launch();
+      // As an earlier attempt with shared RAM would have left it: capabilities outlive a migration in QEMU.
+      await qmpOf(vm.qmpSocket, (q) =>
+        q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }),
+      );
+      const before = await counterOf(vm.qmpSocket);
+      const result = (await (await start(vm.id, {})).result()) as UpgradeVmResult;
+      expect({ outcome: result.outcome, reason: result.reason, ram: result.ram }).toEqual({
+        outcome: 'upgraded',
+        reason: undefined,
+        ram: 'copied',
+      });
+      const after = await readVmRecord(config.runtimeDir, vm.id);
+      expect(after).toMatchObject({ generation: vm.generation + 1, binary: { label: '10.0.2' } });
+      // The guest's RAM arrived: its counter goes on from where it was.
+      expect(await counterOf(after!.qmpSocket)).toBeGreaterThanOrEqual(before);
+    } finally {
+      await harness.stopHost(config.hostId);
+    }
+  });
+
   test('the host worker is killed mid-migration and restarted: the retry continues, the VM is upgraded', async () => {
     const vm = await launch();
     const env = { ...process.env, TEMPORAL_ADDRESS: harness.server.address };
