@@ -170,9 +170,13 @@ async function startMigration(
   const transferParams = plan.strategy === 'backend-transfer' ? dialect.migrationParameters(plan.transferBackends) : {};
   const events = { capability: 'events', state: true };
   // Shared RAM stays where it is: both sides must skip it, or the stream would write into the pages the
-  // running source uses. So it is set on both sides, and never with copied RAM.
-  const ignoreShared = { capability: 'x-ignore-shared', state: plan.ram === 'shared' };
-  const sharedRam = plan.ram === 'shared' && plan.strategy !== 'cpr-transfer' ? [ignoreShared] : [];
+  // running source uses. So it is set on both sides, and never with copied RAM nor with cpr-transfer (whose
+  // destination maps the RAM from the fds it is handed).
+  const ignoreShared = {
+    capability: 'x-ignore-shared',
+    state: plan.ram === 'shared' && plan.strategy !== 'cpr-transfer',
+  };
+  const sharedRam = ignoreShared.state ? [ignoreShared] : [];
   // The source's capabilities and parameters go out together (QEMU answers in order on one connection);
   // either failing fails the step before anything is migrated. A capability outlives a migration in QEMU: an
   // x-ignore-shared that an earlier migration left on is turned off, or the destination refuses the stream.

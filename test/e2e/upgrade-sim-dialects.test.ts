@@ -117,6 +117,38 @@ describe('upgradeVm on the simulator, per backend-transfer dialect', () => {
     expect(counter).toBeGreaterThan(0);
   });
 
+  test('local: a VM with no NIC moves by cpr-transfer; an x-ignore-shared left on its source is turned off', async () => {
+    const { config } = hosts.get('local')!;
+    mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
+    const disk = writeCounterGuest(path.join(config.runtimeDir, 'bare.img'));
+    const before = await launchVm({
+      config,
+      spec: parseVmSpec({
+        id: 'bare',
+        binary: 'old',
+        machine: 'pc-i440fx-7.2',
+        accel: 'tcg',
+        memoryMiB: 64,
+        drives: [{ id: 'disk0', file: disk, format: 'raw', interface: 'ide' }],
+      }),
+    });
+    // As an earlier plain migration with shared RAM would have left it: cpr-transfer must run without it.
+    await qmpOf(before.qmpSocket, (q) =>
+      q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }),
+    );
+    const result = await upgrade('local', 'bare');
+    expect({ outcome: result.outcome, reason: result.reason, strategy: result.strategy, ram: result.ram }).toEqual({
+      outcome: 'upgraded',
+      reason: undefined,
+      strategy: 'cpr-transfer',
+      ram: 'shared',
+    });
+    const after = await readVmRecord(config.runtimeDir, 'bare');
+    expect(after).toMatchObject({ generation: 2, binary: { label: 'new' } });
+    expect(isProcessAlive(before.pid)).toBe(false);
+    expect(await counterOf(after!.qmpSocket)).toBeGreaterThan(0);
+  });
+
   test('excluding every transferable backend with requireBackendTransfer refuses and touches nothing', async () => {
     const dialect = 'backend-transfer-list';
     const { config } = hosts.get(dialect)!;
