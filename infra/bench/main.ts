@@ -235,14 +235,14 @@ export function floorFleetMarkdown(floor: FloorFleetFigures, fleet: FleetFigures
 
 \`infra/bench/floor-fleet.ts\`: the saga's workflow with activities that do nothing (\`infra/bench/floor-workflow.ts\`:
 the same start and search attributes, patch marker, milestones and three activities on a queue per host), as many
-and as many at once (${floor.concurrency}) as the ${sizeName(fleet)} run, through a dev server started the same way; its
+and as many at once (${floor.concurrency}) as the ${sizeName(fleet, ' × ')} run, through a dev server started the same way; its
 workers and client in one process. What the Temporal service and the SDK's workers cost an upgrade of this shape
 on this machine, whatever the upgrade does.
 
 | run | upgrades/s | history events | dev server CPU per upgrade, ms | workers and client CPU per upgrade, ms | rate the CPU allows on ${os.cpus().length} cores, /s |
 |---|---|---|---|---|---|
-| ${sizeName(fleet)} | ${f(fleet.upgradesPerSec)} | ${f(fleet.historyEventsPerVm.p50, 0)} | ${f(dev, 0)} | ${f(workers, 0)} | ${f((os.cpus().length * 1000) / (dev + workers))} |
-| ${sizeName(fleet)} empty | ${f(floor.workflowsPerSec)} | ${f(floor.eventsPerWorkflow, 0)} | ${f(floor.devServerCpuMsPerWorkflow, 0)} | ${f(floor.workersCpuMsPerWorkflow, 0)} | ${f(floor.cpuBoundPerSec)} |
+| ${sizeName(fleet, ' × ')} | ${f(fleet.upgradesPerSec)} | ${f(fleet.historyEventsPerVm.p50, 0)} | ${f(dev, 0)} | ${f(workers, 0)} | ${f((os.cpus().length * 1000) / (dev + workers))} |
+| ${sizeName(fleet, ' × ')} empty | ${f(floor.workflowsPerSec)} | ${f(floor.eventsPerWorkflow, 0)} | ${f(floor.devServerCpuMsPerWorkflow, 0)} | ${f(floor.workersCpuMsPerWorkflow, 0)} | ${f(floor.cpuBoundPerSec)} |
 
 A real upgrade costs the dev server ${f(dev, 0)} ms of CPU against ${f(floor.devServerCpuMsPerWorkflow, 0)} ms for an empty one: the
 service's work follows the workflow's shape (${f(floor.eventsPerWorkflow, 0)} events), not what the upgrade does. The workers and
