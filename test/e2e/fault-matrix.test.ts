@@ -259,7 +259,11 @@ export const cases: MatrixCase[] = [
     fault: 'QMP hang',
     how: 'source active:hang (its monitor stops answering mid-migration)',
     plan: { source: ['active:hang'] },
-    expect: { outcome: 'needs-operator', runs: 'source', reason: /did not answer its monitor twice.*never ran and was removed/ },
+    expect: {
+      outcome: 'needs-operator',
+      runs: 'source',
+      reason: /did not answer its monitor twice.*never ran and was removed/,
+    },
   },
   {
     id: 'active-source-error',
@@ -323,7 +327,11 @@ export const cases: MatrixCase[] = [
     fault: 'QMP hang',
     how: 'source device:hang (guest stopped, monitor silent); the rollback kills the destination, so the source’s migration fails and it restarts its guest',
     plan: { source: ['device:hang'] },
-    expect: { outcome: 'needs-operator', runs: 'source', reason: /did not answer its monitor twice.*never ran and was removed/ },
+    expect: {
+      outcome: 'needs-operator',
+      runs: 'source',
+      reason: /did not answer its monitor twice.*never ran and was removed/,
+    },
   },
   {
     id: 'device-source-error',
@@ -593,6 +601,7 @@ const notProduced: NotProduced[] = [
 
 /** Bugs the matrix found in the saga, each fixed in its own commit. */
 const findings = [
+  'A source whose monitor stopped answering mid-migration held its upgrade for the migrate step’s timeout and then the rollback’s five attempts (about 30 s here with 2.5 s timeouts, about 75 s with the defaults), and ended failed with no process named for the operator. Silent in the step and again in the rollback, it is now left to an operator at once: needs-operator, the source kept and named in the record (source active:hang, device:hang: about 6 s).',
   'A destination that died or hung on the switchover’s `cont` left an unhandled promise rejection behind, which ends the host worker’s process (destination cont:crash, cont:hang).',
   'Migrating back after a failed verification never worked: the record still named the old source, so the start of the way back was refused, and the VM was left running in a process no record named (verification fails).',
   'The way back then waited forever: a process that *received* a migration also reports `completed`, and was taken for a source whose migration an earlier attempt had started; the completion deadline did not apply once the source said `completed`.',
@@ -617,6 +626,19 @@ const realTests: RealFaultTest[] = [
     phase: 'migrate active',
     fault: 'destination hang (SIGSTOP)',
     expected: 'rolled-back, "no progress for 2 s"; the destination killed; the source runs',
+  },
+  {
+    title: 'the source stops answering mid-migration (SIGSTOP): left to an operator, who resumes it with vm resolve',
+    phase: 'migrate active',
+    fault: 'source hang (SIGSTOP), 2 s QMP timeouts',
+    expected:
+      'needs-operator after two silences (migrate, rollback): the destination, which never ran, removed; the source kept and named in the record; after SIGCONT, `vm resolve --keep` makes it the VM again, the counter keeps rising',
+  },
+  {
+    title: 'a capability left on the source by an earlier migration does not carry over: copied RAM is sent',
+    phase: 'configure / migrate setup',
+    fault: 'x-ignore-shared left on the source',
+    expected: 'upgraded with copied RAM (the destination refused the stream before migrate reset the capability)',
   },
   {
     title: 'the host worker is killed mid-migration and restarted: the retry continues, the VM is upgraded',
