@@ -2,7 +2,7 @@
 // mid-migration, a migration whose progress stalls, a source whose monitor stops answering, and a host worker
 // killed mid-migration and restarted.
 // Each ends with the VM running in exactly one process and the workflow's result saying what happened.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -14,6 +14,7 @@ import type { UpgradeVmResult } from '../../workflows/upgrade-vm';
 import { orchestratorTaskQueue } from '../../workers/orchestrator-worker';
 import { startHarness, type Harness } from '../helpers/temporal-harness';
 import { killQemusUnder } from '../helpers/cleanup';
+import { fleetUpgrade } from '../helpers/cli';
 import { counterOf, launchCounterVm, qmpOf, qemuProcessesOf } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
@@ -158,21 +159,16 @@ describe('upgradeVm under faults (real QEMU)', () => {
       // Its monitor answers again; the operator keeps it, and it is an ordinary VM again.
       process.kill(vm.pid, 'SIGCONT');
       stopped = false;
-      const cli = spawnSync(
-        process.execPath,
-        [
-          path.join(projectRoot, 'bin', 'fleet-upgrade.js'),
-          'vm',
-          'resolve',
-          '--config',
-          configFile,
-          '--vm',
-          vm.id,
-          '--keep',
-          String(vm.generation),
-          '--resume',
-        ],
-        { encoding: 'utf8' },
+      const cli = fleetUpgrade(
+        'vm',
+        'resolve',
+        '--config',
+        configFile,
+        '--vm',
+        vm.id,
+        '--keep',
+        String(vm.generation),
+        '--resume',
       );
       expect({ status: cli.status, stderr: cli.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
       expect((await readVmRecord(config.runtimeDir, vm.id))?.attention).toBeUndefined();

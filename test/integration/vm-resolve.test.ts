@@ -1,6 +1,5 @@
 // An upgrade that could not tell which process holds the guest keeps both and marks the record; the VM is
 // then refused by every upgrade until an operator picks one (`fleet-upgrade vm resolve`). Real QEMU.
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -12,8 +11,9 @@ import { buildQemuArgs } from '../../activities/host/vm-spec';
 import { readVmRecord, writeVmRecord } from '../../activities/host/vm-record';
 import { inspectSource } from '../../activities/upgrade/inspect-source';
 import { resolveVm } from '../../activities/upgrade/resolve';
-import { projectRoot, qemu72, requireQemu } from '../../infra/real-parts';
+import { qemu72, requireQemu } from '../../infra/real-parts';
 import { killQemusUnder } from '../helpers/cleanup';
+import { fleetUpgrade } from '../helpers/cli';
 import { launchCounterVm } from '../helpers/real-upgrade';
 import { makeTmpDir, type TmpDir } from '../helpers/tmp';
 
@@ -102,21 +102,7 @@ describe('vm resolve', () => {
     // The command says so in one line, exit 2, and touches nothing.
     const file = path.join(tmp.path, 'host.yaml');
     writeFileSync(file, stringify({ hostId: config.hostId, runtimeDir: config.runtimeDir, binaries: config.binaries }));
-    const cli = spawnSync(
-      process.execPath,
-      [
-        path.join(projectRoot, 'bin', 'fleet-upgrade.js'),
-        'vm',
-        'resolve',
-        '--config',
-        file,
-        '--vm',
-        'vm1',
-        '--keep',
-        '1',
-      ],
-      { encoding: 'utf8' },
-    );
+    const cli = fleetUpgrade('vm', 'resolve', '--config', file, '--vm', 'vm1', '--keep', '1');
     expect(cli.status).toBe(2);
     expect(cli.stderr.trim().split('\n')).toHaveLength(1);
     expect(cli.stderr).toMatch(/VM vm1 does not wait for an operator: nothing to resolve/);
