@@ -34,10 +34,7 @@ export interface RecoveryFacts {
   mayHaveRun: boolean;
   source: SourceState;
   destination: DestinationState;
-  /**
-   * The source's monitor already failed to answer once in this upgrade: the step that failed timed out on it,
-   * or an earlier attempt of the rollback found it so.
-   */
+  /** The source's monitor already failed to answer once: the step that failed timed out on it (MonitorUnresponsive). */
   sourceSilentBefore: boolean;
 }
 
