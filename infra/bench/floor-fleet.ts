@@ -40,6 +40,7 @@ export async function runFloorFleet(o: {
   const dbFile = path.join(dbDir, `fu-floor-${process.pid}.db`);
   let server: DevServer | undefined;
   let connection: Connection | undefined;
+  let native: NativeConnection | undefined;
   const workers: { w: Worker; done: Promise<void> }[] = [];
   try {
     server = await startDevServer({
@@ -48,7 +49,7 @@ export async function runFloorFleet(o: {
       dbFile,
       logFile: path.join(dir, 'temporal-dev.log'),
     });
-    const native = await NativeConnection.connect({ address: server.address });
+    native = await NativeConnection.connect({ address: server.address });
     const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('./floor-workflow'), logger: silent });
     const step: FloorActivities['step'] = async (name) => name;
     const queues = Array.from({ length: o.hosts }, (_, h) => `bench-floor-host-${h}`);
@@ -108,6 +109,7 @@ export async function runFloorFleet(o: {
     for (const { w } of workers) w.shutdown();
     await Promise.allSettled(workers.map((x) => x.done));
     await connection?.close().catch(() => undefined);
+    await native?.close().catch(() => undefined);
     await server?.stop().catch(() => undefined);
     for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(dbFile + suffix, { force: true });
     rmSync(dir, { recursive: true, force: true });

@@ -278,6 +278,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
   const workers: { w: Worker; done: Promise<void> }[] = [];
   let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
   let connection: Awaited<ReturnType<typeof connectClient>> | undefined;
+  let floorConnection: NativeConnection | undefined;
   try {
     server = await startDevServer({
       headless: true,
@@ -296,7 +297,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     connection = await connectClient(settings);
     const bundle = await bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: silent });
     // The floor's workers poll queues of their own, as the orchestrator and host workers do theirs.
-    const floorConnection = await NativeConnection.connect({ address: settings.address });
+    floorConnection = await NativeConnection.connect({ address: settings.address });
     const floorActivities: FloorActivities = { step: async (name) => name };
     for (const w of [
       await createOrchestratorWorker(settings, bundle),
@@ -409,6 +410,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     for (const { w } of workers) w.shutdown();
     await Promise.allSettled(workers.map((x) => x.done));
     await connection?.close().catch(() => undefined);
+    await floorConnection?.close().catch(() => undefined);
     await server?.stop().catch(() => undefined);
     killAllWith(base);
     rmSync(base, { recursive: true, force: true });
