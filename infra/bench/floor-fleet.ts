@@ -7,10 +7,10 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
-import { searchAttributeTypes, upgradeVmSearchAttributes } from '../../workflows/search-attributes';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import { searchAttributeTypes } from '../../workflows/search-attributes';
 import { startDevServer, type DevServer } from '../devserver';
-import type { FloorActivities } from './floor-workflow';
+import { createFloorWorkers, floorHostQueue, startEmptyUpgrade } from './floor-workers';
 import { procCpuSec } from './fleet';
 import { silent } from './real-qemu';
 
@@ -50,15 +50,8 @@ export async function runFloorFleet(o: {
       logFile: path.join(dir, 'temporal-dev.log'),
     });
     native = await NativeConnection.connect({ address: server.address });
-    const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('./floor-workflow'), logger: silent });
-    const step: FloorActivities['step'] = async (name) => name;
-    const queues = Array.from({ length: o.hosts }, (_, h) => `bench-floor-host-${h}`);
-    for (const w of [
-      await Worker.create({ connection: native, taskQueue: 'bench-floor', workflowBundle: bundle }),
-      ...(await Promise.all(
-        queues.map((taskQueue) => Worker.create({ connection: native, taskQueue, activities: { step } })),
-      )),
-    ]) {
+    const queues = Array.from({ length: o.hosts }, (_, h) => floorHostQueue(h));
+    for (const w of await createFloorWorkers(native, server.namespace, queues, silent)) {
       workers.push({ w, done: w.run() });
     }
     connection = await Connection.connect({ address: server.address });
@@ -74,12 +67,7 @@ export async function runFloorFleet(o: {
       Array.from({ length: o.concurrency }, async () => {
         while (next < jobs.length) {
           const { q, id } = jobs[next++]!;
-          await client.workflow.execute('emptyUpgrade', {
-            taskQueue: 'bench-floor',
-            workflowId: `floor/${id}`,
-            args: [q],
-            typedSearchAttributes: upgradeVmSearchAttributes({ hostId: q, vmId: id, target: 'floor' }),
-          });
+          await (await startEmptyUpgrade(client, `floor/${id}`, q)).result();
         }
       }),
     );

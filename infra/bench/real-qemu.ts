@@ -5,7 +5,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
-import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { probeBinary } from '../../activities/capabilities/binary-probe';
 import { queryGuestMemory } from '../../activities/capabilities/probe';
 import { parseHostConfig, resolveBinary, type HostConfig, type ResolvedBinary } from '../../activities/host/config';
@@ -22,7 +22,7 @@ import { createHostWorker } from '../../workers/host-worker';
 import { createOrchestratorWorker, orchestratorTaskQueue, workflowsPath } from '../../workers/orchestrator-worker';
 import { connectClient } from '../../workers/temporal-connection';
 import { startDevServer } from '../devserver';
-import type { FloorActivities } from './floor-workflow';
+import { createFloorWorkers, floorHostQueue, startEmptyUpgrade } from './floor-workers';
 import { activityLatencies, type ActivityLatency } from './history-latency';
 import { bootOneVmGuest, ONE_VM_GUEST_MIB } from './one-vm-guest';
 import { qemu10, qemu72, requireQemu } from '../real-parts';
@@ -298,25 +298,10 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     const bundle = await bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: silent });
     // The floor's workers poll queues of their own, as the orchestrator and host workers do theirs.
     floorConnection = await NativeConnection.connect({ address: settings.address });
-    const floorActivities: FloorActivities = { step: async (name) => name };
     for (const w of [
       await createOrchestratorWorker(settings, bundle),
       await createHostWorker(config, settings),
-      await Worker.create({
-        connection: floorConnection,
-        namespace: settings.namespace,
-        taskQueue: FLOOR_WORKFLOWS,
-        workflowBundle: await bundleWorkflowCode({
-          workflowsPath: require.resolve('./floor-workflow'),
-          logger: silent,
-        }),
-      }),
-      await Worker.create({
-        connection: floorConnection,
-        namespace: settings.namespace,
-        taskQueue: FLOOR_ACTIVITIES,
-        activities: floorActivities,
-      }),
+      ...(await createFloorWorkers(floorConnection, settings.namespace, [floorHostQueue(0)], silent)),
     ]) {
       workers.push({ w, done: w.run() });
     }
@@ -371,8 +356,7 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
       // The floor beside each saga run, in the same conditions: a few runs, as it is short.
       if (step.kind === 'saga') {
         const these = [];
-        for (let k = 0; k < FLOORS_PER_SAGA; k++)
-          these.push(await emptyUpgrade(client, `bench/floor-${i}-${k}`, config.hostId));
+        for (let k = 0; k < FLOORS_PER_SAGA; k++) these.push(await emptyUpgrade(client, `bench/floor-${i}-${k}`));
         if (!step.warmUp) floors.push(...these);
         say(`${step.warmUp ? '(warm-up) ' : ''}floor ${these.map((x) => x.wallMs.toFixed(0)).join(', ')} ms`);
       }
@@ -419,23 +403,15 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
   }
 }
 
-const FLOOR_WORKFLOWS = 'bench-floor';
 const FLOORS_PER_SAGA = 3;
-const FLOOR_ACTIVITIES = 'bench-floor-host';
 
 /** One run of the floor workflow, started as the saga is. */
 async function emptyUpgrade(
   client: Client,
   workflowId: string,
-  hostId: string,
 ): Promise<{ wallMs: number; events: number; activities: ActivityLatency[] }> {
   const t0 = performance.now();
-  const handle = await client.workflow.start('emptyUpgrade', {
-    taskQueue: FLOOR_WORKFLOWS,
-    workflowId,
-    args: [FLOOR_ACTIVITIES],
-    typedSearchAttributes: upgradeVmSearchAttributes({ hostId, vmId: workflowId, target: '10.0.2' }),
-  });
+  const handle = await startEmptyUpgrade(client, workflowId, floorHostQueue(0));
   await handle.result();
   const wallMs = performance.now() - t0;
   const history = await handle.fetchHistory();
