@@ -135,7 +135,10 @@ export function oneVmMarkdown(real: RealQemuFigures): string {
   const floorVerdict = beyondFloor.length
     ? ` The goal leaves the orchestration ${beyondFloor.map((m) => `${f(room(m), 0)} ms with ${m.ram} RAM`).join(' and ')}; ` +
       `the floor alone, the saga's workflow with activities that do nothing, takes ${f(floor.wallMsP50, 0)} ms on this ` +
-      `service and these workers: no saga of three round trips can meet it here.`
+      `service and these workers: no saga of three round trips can meet it here. The on-host shape's floor is ` +
+      `${f(floor.onHost.wallMsP50, 0)} ms; with the saga's own checks beyond the raw steps (saga − raw − floor, ` +
+      `${beyondFloor.map((m) => `${f(m.sagaWallMsP50 - m.rawWallMsP50 - floor.wallMsP50, 0)} ms with ${m.ram} RAM`).join(' and ')}) it ` +
+      `${beyondFloor.every((m) => floor.onHost.wallMsP50 + (m.sagaWallMsP50 - m.rawWallMsP50 - floor.wallMsP50) > room(m)) ? 'would not meet it either' : 'could'}.`
     : '';
   const verdict = missed.length
     ? `The ratio misses its goal of ${ONE_VM_GOAL_RATIO} with ${missed.map((m) => `${m.ram} RAM (${f(m.overheadRatio, 2)})`).join(' and ')}. ` +
@@ -164,6 +167,7 @@ Medians.
 | wall-time ratio saga / raw | ${cells((m) => [`**${f(m.overheadRatio, 2)}**`, '1'])} | ≤ ${ONE_VM_GOAL_RATIO} |
 | floor: the saga's workflow, activities that do nothing, ms | ${cells(() => [f(floor.wallMsP50, 0), ''])} | |
 | saga − raw − floor, ms | ${cells((m) => [f(m.sagaWallMsP50 - m.rawWallMsP50 - floor.wallMsP50, 0), ''])} | |
+| floor of the on-host shape, ms | ${cells(() => [f(floor.onHost.wallMsP50, 0), ''])} | |
 | switchover gap (MIGRATION completed → RESUME), ms | ${cells((m) => [`**${f(m.switchoverGapMsP50, 2)}**`, f(m.rawSwitchoverGapMsP50, 2)])} | ≤ 5 |
 | downtime reported by QEMU, ms | ${cells((m) => [f(m.downtimeMsP50, 0), f(m.rawDowntimeMsP50, 0)])} | |
 | guest pause (source STOP → destination RESUME), ms | ${cells((m) => [f(m.guestPauseMsP50, 2), f(m.rawGuestPauseMsP50, 2)])} | |
@@ -178,6 +182,9 @@ own checks and bookkeeping add beyond the raw steps. Per activity, the floor's d
   )
     .map(([a, l]) => `${a} ${f(l.dispatchMs)} / ${f(l.decideMs)}`)
     .join(', ')} ms.
+The on-host shape (\`emptyUpgradeOnHost\`, run after each of those) is the same workflow on the host's own queue,
+its steps local activities of the host's worker (${f(floor.onHost.eventsP50, 0)} events): ${f(floor.onHost.wallMsP50, 0)} ms. The saga does not have that
+shape; docs/DESIGN.md says what it would cost besides time.
 
 Both sides run with a downtime limit of 300 ms: with copied RAM QEMU stops the source once it expects the rest
 to go within it, so the copied downtime and pause vary from run to run, in both columns alike.
@@ -226,11 +233,28 @@ export function oneVmSummary(real: RealQemuFigures) {
   };
 }
 
-/** The fleet's floor beside the fleet run of the same size. */
-export function floorFleetMarkdown(floor: FloorFleetFigures, fleet: FleetFigures): string {
+/** The fleet's floors, in both shapes, beside the fleet run of the same size. */
+export function floorFleetMarkdown(floors: FloorFleetFigures[], fleet: FleetFigures): string {
   const n = fleet.hosts * fleet.vmsPerHost;
   const dev = (fleet.cpuSec.devServer * 1000) / n;
   const workers = ((fleet.cpuSec.orchestrator + fleet.cpuSec.hostWorkers + fleet.cpuSec.client) * 1000) / n;
+  const floor = floors.find((x) => x.shape === 'orchestrator')!;
+  const onHost = floors.find((x) => x.shape === 'on-host');
+  const row = (x: FloorFleetFigures, name: string) =>
+    `| ${sizeName(fleet, ' × ')} empty, ${name} | ${f(x.workflowsPerSec)} | ${f(x.eventsPerWorkflow, 0)} | ${f(x.devServerCpuMsPerWorkflow, 0)} | ${f(x.workersCpuMsPerWorkflow, 0)} | ${f(x.cpuBoundPerSec)} |`;
+  // The upgrade's own work (host workers' QEMUs and records, the saga's code) does not change with the shape.
+  const ownWork = workers - floor.workersCpuMsPerWorkflow;
+  const onHostText = onHost
+    ? `
+
+The on-host shape (\`emptyUpgradeOnHost\` in the same file, the same number after the first, through the same
+server) runs the same workflow on the host's own queue, on the host's worker, its three steps local activities
+of that worker: a marker each in the history instead of three events and a round trip through the service. It
+takes ${f(onHost.eventsPerWorkflow, 0)} events, ${f(onHost.devServerCpuMsPerWorkflow, 0)} ms of the dev server's CPU and ${f(onHost.workersCpuMsPerWorkflow, 0)} ms of the workers' per upgrade, against
+${f(floor.eventsPerWorkflow, 0)}, ${f(floor.devServerCpuMsPerWorkflow, 0)} and ${f(floor.workersCpuMsPerWorkflow, 0)}. With the upgrade's own work (${f(ownWork, 0)} ms, from the rows above) a real upgrade of
+that shape would cost about ${f(onHost.devServerCpuMsPerWorkflow + onHost.workersCpuMsPerWorkflow + ownWork, 0)} ms of CPU: about ${f((os.cpus().length * 1000) / (onHost.devServerCpuMsPerWorkflow + onHost.workersCpuMsPerWorkflow + ownWork))} upgrades/s on these cores. The saga does not
+have that shape: docs/DESIGN.md says what it would cost besides CPU.`
+    : '';
   return `### The floor: ${floor.hosts} × ${floor.vmsPerHost} empty upgrades
 
 \`infra/bench/floor-fleet.ts\`: the saga's workflow with activities that do nothing (\`infra/bench/floor-workflow.ts\`:
@@ -242,16 +266,16 @@ on this machine, whatever the upgrade does.
 | run | upgrades/s | history events | dev server CPU per upgrade, ms | workers and client CPU per upgrade, ms | rate the CPU allows on ${os.cpus().length} cores, /s |
 |---|---|---|---|---|---|
 | ${sizeName(fleet, ' × ')} | ${f(fleet.upgradesPerSec)} | ${f(fleet.historyEventsPerVm.p50, 0)} | ${f(dev, 0)} | ${f(workers, 0)} | ${f((os.cpus().length * 1000) / (dev + workers))} |
-| ${sizeName(fleet, ' × ')} empty | ${f(floor.workflowsPerSec)} | ${f(floor.eventsPerWorkflow, 0)} | ${f(floor.devServerCpuMsPerWorkflow, 0)} | ${f(floor.workersCpuMsPerWorkflow, 0)} | ${f(floor.cpuBoundPerSec)} |
+${row(floor, "the saga's shape")}${onHost ? `\n${row(onHost, 'on-host shape')}` : ''}
 
 A real upgrade costs the dev server ${f(dev, 0)} ms of CPU against ${f(floor.devServerCpuMsPerWorkflow, 0)} ms for an empty one: the
 service's work follows the workflow's shape (${f(floor.eventsPerWorkflow, 0)} events), not what the upgrade does. The workers and
-the client take ${f(workers, 0)} against ${f(floor.workersCpuMsPerWorkflow, 0)} ms: the difference, ${f(workers - floor.workersCpuMsPerWorkflow, 0)} ms, is the upgrade's own work
+the client take ${f(workers, 0)} against ${f(floor.workersCpuMsPerWorkflow, 0)} ms: the difference, ${f(ownWork, 0)} ms, is the upgrade's own work
 (the host workers' QEMU simulators and VM records, the saga's own code in the orchestrator). ${
     floor.cpuBoundPerSec < 25
       ? `Even empty, upgrades of this shape cannot reach 25/s with the service on the same ${os.cpus().length} cores.`
       : `Empty, upgrades of this shape could reach 25/s on these cores.`
-  }
+  }${onHostText}
 `;
 }
 
@@ -297,7 +321,7 @@ async function main(): Promise<void> {
   }
   // The floor at the largest fault-free size: the Temporal part of as many upgrades, with nothing in them.
   const floorOf = [...fleet].reverse().find((x) => !x.faultyShare);
-  let floorFleet: FloorFleetFigures | undefined;
+  let floorFleet: FloorFleetFigures[] | undefined;
   if (floorOf) {
     say(
       `fleet floor: ${floorOf.hosts} × ${floorOf.vmsPerHost} empty upgrades (the saga's workflow, activities that do nothing)`,

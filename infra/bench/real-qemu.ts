@@ -22,7 +22,7 @@ import { createHostWorker } from '../../workers/host-worker';
 import { createOrchestratorWorker, orchestratorTaskQueue, workflowsPath } from '../../workers/orchestrator-worker';
 import { connectClient } from '../../workers/temporal-connection';
 import { startDevServer } from '../devserver';
-import { createFloorWorkers, floorHostQueue, startEmptyUpgrade } from './floor-workers';
+import { createFloorWorkers, startEmptyUpgrade, type FloorShape } from './floor-workers';
 import { activityLatencies, type ActivityLatency } from './history-latency';
 import { bootOneVmGuest, ONE_VM_GUEST_MIB } from './one-vm-guest';
 import { qemu10, qemu72, requireQemu } from '../real-parts';
@@ -79,6 +79,8 @@ export interface FloorFigures {
   eventsP50: number;
   sagaEventsP50: number;
   activityLatencyMsP50: ActivityLatencyMedians;
+  /** The on-host shape (floor-workflow.ts): the workflow on the host's queue, its steps local activities. */
+  onHost: { wallMsP50: number; eventsP50: number };
 }
 
 /**
@@ -301,13 +303,14 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
     for (const w of [
       await createOrchestratorWorker(settings, bundle),
       await createHostWorker(config, settings),
-      ...(await createFloorWorkers(floorConnection, settings.namespace, [floorHostQueue(0)], silent)),
+      ...(await createFloorWorkers(floorConnection, settings.namespace, 1, silent)),
     ]) {
       workers.push({ w, done: w.run() });
     }
     const client = new Client({ connection, namespace: settings.namespace });
     const samples: RealQemuRun[] = [];
     const floors: { wallMs: number; events: number; activities: ActivityLatency[] }[] = [];
+    const onHostFloors: { wallMs: number; events: number }[] = [];
     const sagaEvents: number[] = [];
     const boots: { bootMs: number; idleCpuShare: number }[] = [];
     const schedule = oneVmSchedule(runs);
@@ -356,9 +359,15 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
       // The floor beside each saga run, in the same conditions: a few runs, as it is short.
       if (step.kind === 'saga') {
         const these = [];
-        for (let k = 0; k < FLOORS_PER_SAGA; k++) these.push(await emptyUpgrade(client, `bench/floor-${i}-${k}`));
+        const onHost = [];
+        for (let k = 0; k < FLOORS_PER_SAGA; k++) {
+          these.push(await emptyUpgrade(client, `bench/floor-${i}-${k}`));
+          onHost.push(await emptyUpgrade(client, `bench/floor-on-host-${i}-${k}`, 'on-host'));
+        }
         if (!step.warmUp) floors.push(...these);
-        say(`${step.warmUp ? '(warm-up) ' : ''}floor ${these.map((x) => x.wallMs.toFixed(0)).join(', ')} ms`);
+        if (!step.warmUp) onHostFloors.push(...onHost);
+        const ms = (xs: { wallMs: number }[]) => xs.map((x) => x.wallMs.toFixed(0)).join(', ');
+        say(`${step.warmUp ? '(warm-up) ' : ''}floor ${ms(these)} ms; on-host shape ${ms(onHost)} ms`);
       }
       if (!step.warmUp) samples.push(run);
       say(
@@ -386,6 +395,10 @@ export async function runRealQemuBench(runs = 5, say: (s: string) => void = () =
         eventsP50: median(floors.map((x) => x.events)),
         sagaEventsP50: median(sagaEvents),
         activityLatencyMsP50: latencyMedians(floors.flatMap((x) => x.activities)),
+        onHost: {
+          wallMsP50: median(onHostFloors.map((x) => x.wallMs)),
+          eventsP50: median(onHostFloors.map((x) => x.events)),
+        },
       },
       goalMet: Object.values(modes).every((m) => m.overheadRatio <= ONE_VM_GOAL_RATIO),
       samples,
@@ -409,9 +422,10 @@ const FLOORS_PER_SAGA = 3;
 async function emptyUpgrade(
   client: Client,
   workflowId: string,
+  shape: FloorShape = 'orchestrator',
 ): Promise<{ wallMs: number; events: number; activities: ActivityLatency[] }> {
   const t0 = performance.now();
-  const handle = await startEmptyUpgrade(client, workflowId, floorHostQueue(0));
+  const handle = await startEmptyUpgrade(client, workflowId, 0, shape);
   await handle.result();
   const wallMs = performance.now() - t0;
   const history = await handle.fetchHistory();
