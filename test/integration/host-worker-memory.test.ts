@@ -18,6 +18,8 @@ const CLI = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
 let server: DevServer;
 let tmp: TmpDir;
 let config: string;
+/** Workers started and not yet exited: a test that fails before stopping its worker leaves it to afterAll. */
+const running = new Set<ChildProcess>();
 
 interface Started {
   child: ChildProcess;
@@ -39,7 +41,13 @@ async function startWorker(set: Record<string, string>): Promise<Started> {
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  running.add(child);
+  const exit = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
   const deadline = Date.now() + 60_000;
   while (!/ polling\n/.test(out)) {
     if (child.exitCode !== null || Date.now() > deadline) {
@@ -52,6 +60,12 @@ async function startWorker(set: Record<string, string>): Promise<Started> {
   const environ = readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0').filter(Boolean);
   const vars = Object.fromEntries(environ.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   return { child, argv, env: vars, exit, output: () => out };
+}
+
+/** Waits until `ok()` holds, at most `ms`; then the assertion that follows tells. */
+async function until(ok: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** SIGTERM, as systemd stops it: the worker drains and exits 0. */
@@ -80,6 +94,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const child of running) child.kill('SIGKILL');
   await server?.stop();
   tmp?.cleanup();
 });
@@ -90,7 +105,10 @@ test('started plainly, the worker process itself runs with the memory settings, 
     expect.arrayContaining(['--max-semi-space-size=1', '--max-old-space-size=96', CLI, 'host-worker']),
   );
   expect(w.env.MALLOC_ARENA_MAX).toBe('2');
-  expect(w.output()).toContain(`"pid":${w.child.pid}`); // its logs name the pid that was spawned
+  // Its logs name the pid that was spawned. The log lines go out on their own stream, and may come after the
+  // `polling` line: wait for the first (bounded), then check whose pid it names.
+  await until(() => /"pid":\d+/.test(w.output()), 10_000);
+  expect(w.output()).toContain(`"pid":${w.child.pid}`);
   await stopWorker(w);
 });
 
