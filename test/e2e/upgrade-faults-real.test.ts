@@ -77,10 +77,22 @@ describe('upgradeVm under faults (real QEMU)', () => {
   });
 
   afterAll(async () => {
+    // Host workers a test left running (it timed out before its finally): they would keep Jest alive.
+    for (const w of spawnedWorkers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
     await harness?.stop();
     if (tmp) killQemusUnder(tmp.path);
     tmp?.cleanup();
   });
+
+  /** `fleet-upgrade host-worker` processes the tests started, each registered for afterAll. */
+  const spawnedWorkers: ChildProcess[] = [];
+
+  function hostWorkerProcess(env: NodeJS.ProcessEnv): ChildProcess {
+    const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
+    const child = spawn(process.execPath, [cli, 'host-worker', '--config', configFile], { env, stdio: 'ignore' });
+    spawnedWorkers.push(child);
+    return child;
+  }
 
   function launch(memoryMiB = 64): Promise<VmRecord> {
     return launchCounterVm(config, tmp.path, `vm${++n}`, memoryMiB);
@@ -206,9 +218,7 @@ describe('upgradeVm under faults (real QEMU)', () => {
   test('the host worker is killed mid-migration and restarted: the retry continues, the VM is upgraded', async () => {
     const vm = await launch();
     const env = { ...process.env, TEMPORAL_ADDRESS: harness.server.address };
-    const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
-    const worker = (): ChildProcess =>
-      spawn(process.execPath, [cli, 'host-worker', '--config', configFile], { env, stdio: 'ignore' });
+    const worker = (): ChildProcess => hostWorkerProcess(env);
     let first: ChildProcess | undefined = worker();
     let second: ChildProcess | undefined;
     try {
@@ -236,9 +246,7 @@ describe('upgradeVm under faults (real QEMU)', () => {
   test('the host worker is stopped (SIGTERM) mid-migration: the migration finishes before the worker exits', async () => {
     const vm = await launch();
     const env = { ...process.env, TEMPORAL_ADDRESS: harness.server.address };
-    const cli = path.join(projectRoot, 'bin', 'fleet-upgrade.js');
-    const worker = (): ChildProcess =>
-      spawn(process.execPath, [cli, 'host-worker', '--config', configFile], { env, stdio: 'ignore' });
+    const worker = (): ChildProcess => hostWorkerProcess(env);
     let first: ChildProcess | undefined = worker();
     let second: ChildProcess | undefined;
     try {

@@ -19,7 +19,33 @@ export function qemuPidsUnder(dir: string): number[] {
 }
 
 export function killQemusUnder(dir: string): void {
-  for (const pid of qemuPidsUnder(dir)) {
+  killAll(qemuPidsUnder(dir));
+}
+
+/**
+ * Every process but this one whose command line names a path under `dir`, whatever its program: for stand-ins
+ * of QEMU (scripts named after what they fake) that the launcher started detached.
+ */
+export function killProcessesNaming(dir: string): void {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (
+        readFileSync(`/proc/${entry}/cmdline`, 'utf8')
+          .split('\0')
+          .some((a) => a.includes(dir))
+      )
+        pids.push(Number(entry));
+    } catch {
+      /* gone */
+    }
+  }
+  killAll(pids);
+}
+
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {

@@ -30,11 +30,21 @@ export async function startHarness(): Promise<Harness> {
   }
   const server = await startDevServer({ headless: true, searchAttributes: searchAttributeTypes });
   const settings: TemporalSettings = { address: server.address, namespace: server.namespace };
-  bundle ??= await bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: quietLogger });
-  const orchestrator = await createOrchestratorWorker(settings, bundle);
   const running = new Map<Worker, Promise<void>>();
-  running.set(orchestrator, orchestrator.run());
-  const client = new Client({ connection: await connectClient(settings), namespace: settings.namespace });
+  let orchestrator: Worker | undefined;
+  let client: Client;
+  try {
+    bundle ??= await bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: quietLogger });
+    orchestrator = await createOrchestratorWorker(settings, bundle);
+    running.set(orchestrator, orchestrator.run());
+    client = new Client({ connection: await connectClient(settings), namespace: settings.namespace });
+  } catch (err) {
+    // No harness reaches the caller, so nothing else would stop what was started.
+    orchestrator?.shutdown();
+    await Promise.allSettled(running.values());
+    await server.stop();
+    throw err;
+  }
   const hosts = new Map<string, Worker>();
   const h: Harness = {
     server,

@@ -131,13 +131,19 @@ export async function startInProcess(spec: VmSpec): Promise<InProcessSim> {
 export async function startSim(spec: VmSpec): Promise<RunningSim> {
   const { argv, qmp } = vmArgv(spec);
   const p = spawnSim(argv);
-  const conn = await Promise.race([
-    RawQmp.connect(qmp, { timeoutMs: 10_000 }),
-    p.exited.then(({ code }) => {
-      throw new Error(`simulator ${spec.name} exited (${code}) before QMP came up: ${p.stderr()}`);
-    }),
-  ]);
-  return { ...p, qmp: conn, qmpPath: qmp };
+  try {
+    const conn = await Promise.race([
+      RawQmp.connect(qmp, { timeoutMs: 10_000 }),
+      p.exited.then(({ code }) => {
+        throw new Error(`simulator ${spec.name} exited (${code}) before QMP came up: ${p.stderr()}`);
+      }),
+    ]);
+    return { ...p, qmp: conn, qmpPath: qmp };
+  } catch (err) {
+    // The caller gets no process to stop: one whose monitor never answered must not outlive the test.
+    p.proc.kill('SIGKILL');
+    throw err;
+  }
 }
 
 export function counterOf(hmp: string): number {

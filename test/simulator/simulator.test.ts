@@ -7,6 +7,7 @@ import { DIALECTS, DialectName } from '../../infra/simulator/dialects';
 import { backendOwner, readLedger, readLedgerEvents, runningIntervals } from '../../infra/simulator/ledger';
 import { RawQmp } from '../../infra/simulator/raw-qmp';
 import { loadBaseSchema, SchemaChecker, servedSchema, ServedSchema } from '../../infra/simulator/schema';
+import { killQemusUnder } from '../helpers/cleanup';
 import { makeTmpDir, TmpDir } from '../helpers/tmp';
 import {
   buildSimulator,
@@ -43,7 +44,11 @@ async function startHere(spec: Parameters<typeof startInProcess>[0]): Promise<In
   procs.push(s);
   return s;
 }
-afterAll(() => tmp.cleanup());
+afterAll(() => {
+  // A daemonized simulator (-daemonize) is no child of ours: one a failed test left running goes here.
+  killQemusUnder(dir);
+  tmp.cleanup();
+});
 
 /** A fresh ledger folder and name prefix per test. */
 function scope(): { state: string; tag: string } {

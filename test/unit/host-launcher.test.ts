@@ -13,9 +13,12 @@ import {
   processLauncher,
   QemuLaunchError,
 } from '../../activities/host/qemu-launcher';
+import { killProcessesNaming } from '../helpers/cleanup';
 import { useTmpDir } from '../helpers/tmp';
 
 const tmp = useTmpDir('qfl');
+// The launcher starts its stand-ins detached: a test that fails before its killQemu leaves them to this.
+afterAll(() => killProcessesNaming(tmp()));
 
 function script(name: string, body: string, interpreter = '/bin/sh'): string {
   const file = path.join(tmp(), name);
