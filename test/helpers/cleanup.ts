@@ -3,19 +3,26 @@
 // whose command line names a path under its folder.
 import { readdirSync, readFileSync } from 'node:fs';
 
-export function qemuPidsUnder(dir: string): number[] {
+/** Every process but this one whose command line (argv) satisfies `match`. */
+function pidsWhere(match: (argv: string[]) => boolean): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      const isQemu = argv[0]?.includes('qemu') || argv.some((a) => a.endsWith('qemu-sim.js'));
-      if (isQemu && argv.some((a) => a.includes(dir))) pids.push(Number(entry));
+      if (match(readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0'))) pids.push(Number(entry));
     } catch {
       /* gone */
     }
   }
   return pids;
+}
+
+const namesPathUnder = (argv: string[], dir: string) => argv.some((a) => a.includes(dir));
+
+export function qemuPidsUnder(dir: string): number[] {
+  return pidsWhere(
+    (argv) => (argv[0]?.includes('qemu') || argv.some((a) => a.endsWith('qemu-sim.js'))) && namesPathUnder(argv, dir),
+  );
 }
 
 export function killQemusUnder(dir: string): void {
@@ -27,21 +34,7 @@ export function killQemusUnder(dir: string): void {
  * of QEMU (scripts named after what they fake) that the launcher started detached.
  */
 export function killProcessesNaming(dir: string): void {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (
-        readFileSync(`/proc/${entry}/cmdline`, 'utf8')
-          .split('\0')
-          .some((a) => a.includes(dir))
-      )
-        pids.push(Number(entry));
-    } catch {
-      /* gone */
-    }
-  }
-  killAll(pids);
+  killAll(pidsWhere((argv) => namesPathUnder(argv, dir)));
 }
 
 function killAll(pids: number[]): void {
